@@ -1,0 +1,98 @@
+"""The ``avprompt`` command line: a thin layer over library functions that the tests call directly.
+
+Importing this module imports no torch (``avprompt --help`` stays fast); each command imports what
+it needs. Library errors (bad option values, missing files, wrong weights) become one line on
+stderr and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+import avprompt  # noqa: F401  (HF_HUB_OFFLINE before anything imports laion_clap)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Few-shot and zero-shot audio-visual prompt learning benchmark (DG-SCT and baselines).")
+backbones_app = typer.Typer(no_args_is_help=True, help="Frozen encoder architectures and weights.")
+app.add_typer(backbones_app, name="backbones")
+
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, NotADirectoryError, PermissionError)
+
+
+def fail(message: str, code: int = 2):
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command("methods")
+def methods_cmd(pattern: str = typer.Argument("*", help="glob over method keys"),
+                params: Optional[str] = typer.Option(None, "--params", help="print the parameter report of METHOD"),
+                backbones: str = typer.Option("tiny", "--backbones", help="backbone spec for --params"),
+                task: str = typer.Option("ave", "--task", help="task for --params (ave|ave-cls|llp-cls)")):
+    """List registered methods (key, modalities, description), or a method's parameter report."""
+    from avprompt.registry import discover, list_methods
+
+    if params:
+        from avprompt.params import parameter_report, format_parameter_report
+        typer.echo(format_parameter_report(parameter_report(params, backbones, task)))
+        return
+    reg = discover()
+    keys = list_methods(pattern)
+    if not keys:
+        fail(f"no registered method matches {pattern!r}; `avprompt methods` lists them")
+    width = max(len(k) for k in keys)
+    for k in keys:
+        cls = reg[k]
+        mods = "|".join(cls.supported_modalities)
+        flags = ",".join(f for f, on in (("cached", cls.cacheable), ("training-free", cls.training_free)) if on)
+        typer.echo(f"{k:<{width}}  [{mods:<8}] {cls.description}" + (f"  ({flags})" if flags else ""))
+
+
+@backbones_app.command("list")
+def backbones_list(all_open_clip: bool = typer.Option(False, "--all", help="also list every open_clip architecture")):
+    """Known encoder architectures and where their weights come from."""
+    from avprompt.encoders.factory import known_architectures
+    rows = known_architectures()
+    if not all_open_clip:
+        rows = [r for r in rows if r["tower"] == "clap" or r["arch"].startswith(("avp-", "ViT-B-32", "ViT-B-16", "ViT-L-14"))]
+    for r in rows:
+        typer.echo(f"{r['tower']:<5} {r['arch']:<28} {r['weights']}")
+    typer.echo("spec: --backbones synthav | tiny | clip=ARCH[@TAG|FILE],clap=ARCH[+roberta][@FILE]")
+
+
+def _mount_optional_groups():
+    """Command groups living in their own modules (each imports no torch at module level)."""
+    import importlib
+    for module, name, kind in (("avprompt.cli_data", "data", "group"),
+                               ("avprompt.cli_bench", "bench", "command"),
+                               ("avprompt.cli_bench", "zeroshot", "command"),
+                               ("avprompt.cli_report", "report", "command")):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        if kind == "group":
+            app.add_typer(mod.app, name=name)
+        else:
+            app.command(name)(getattr(mod, f"{name}_command"))
+
+
+_mount_optional_groups()
+
+
+def main(argv: list[str] | None = None):
+    from avprompt.registry import RegistryError
+    try:
+        app(args=argv, standalone_mode=True)
+    except USER_ERRORS + (RegistryError,) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        typer.echo(f"error: {msg}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

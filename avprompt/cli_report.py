@@ -1,0 +1,70 @@
+"""``avprompt report``: summary table (and optionally curves) from a folder of result files.
+
+Mount with ``app.add_typer(cli_report.app, name="report")`` or
+``app.command("report")(cli_report.report_command)``. Imports no torch; pandas and matplotlib
+load only when the command runs.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+FORMATS = ("md", "csv", "json")
+AGAINST = ("paper",)
+
+app = typer.Typer(add_completion=False, help="Summarise a results folder into a table and curves.")
+
+
+@app.command()
+def report_command(
+    dir: Path = typer.Argument(Path("results"), metavar="DIR",
+                               help="Folder holding the result JSON files."),
+    format: str = typer.Option("md", "--format", "-f", help="Table format: md, csv or json."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also write curves to this PNG."),
+    against: Optional[str] = typer.Option(
+        None, "--against", help="Put reference numbers beside ours: 'paper' (DG-SCT paper)."),
+    metric: str = typer.Option("primary", "--metric", help="Metric to aggregate over seeds."),
+) -> None:
+    """Aggregate seeds per (task, method, backbones, shots): mean, std, 95% CI, n; list failures."""
+    if format not in FORMATS:
+        _fail(f"--format {format!r}: use one of {', '.join(FORMATS)}")
+    if against is not None and against not in AGAINST:
+        _fail(f"--against {against!r}: only 'paper' is available")
+    if not dir.is_dir():
+        _fail(f"results folder {dir} does not exist: run a suite first or pass the folder "
+              "holding the result JSON files")
+
+    from avprompt import report, results
+
+    records = results.load_results(dir)
+    if not records:
+        _fail(f"no result files (*.json) under {dir}")
+    try:
+        df = report.to_dataframe(records)
+        summary = report.summarize(df, metric=metric)
+        paper = report.load_paper_numbers() if against == "paper" else None
+        if paper is not None:
+            summary = report.add_paper_columns(summary, paper, metric)
+        failed = report.failed_cells(df)
+        sys.stdout.write(report.render(summary, failed, format))
+        if len(failed) and format != "md":
+            typer.echo(f"{len(failed)} failed cell(s); rerun the suite to retry them "
+                       "(--format md lists them)", err=True)
+        if plot is not None:
+            path = report.plot_curves(df, plot, paper=paper, metric=metric)
+            typer.echo(f"wrote {path}", err=True)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+def _fail(message: str) -> None:
+    """One-line error on stderr, exit status 2 (the usage-error status)."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+if __name__ == "__main__":
+    app()

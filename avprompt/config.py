@@ -1,0 +1,78 @@
+"""Typed dataclass configs with flat overrides: defaults -> file (TOML/YAML) -> CLI ``key=value``."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Flat dict from a TOML or YAML file (one level of tables allowed for per-method overrides)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    if path.suffix == ".toml":
+        import tomllib
+        return tomllib.loads(text)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+        return yaml.safe_load(text) or {}
+    raise ValueError(f"config file {path}: use .toml, .yaml or .yml")
+
+
+def _coerce(value: Any, typ: Any, name: str):
+    if isinstance(typ, str):
+        typ = {"int": int, "float": float, "str": str, "bool": bool}.get(typ.split("|")[0].strip(), str)
+    origin = typing.get_origin(typ)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None or value == "none":
+            return None
+        typ = args[0]
+    if not isinstance(value, str):
+        return value
+    try:
+        if typ is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ in (int, float, str):
+            return typ(value)
+        if typing.get_origin(typ) in (list, tuple) or typ in (list, tuple):
+            return json.loads(value) if value.startswith("[") else [v for v in value.split(",") if v]
+    except ValueError:
+        raise ValueError(f"option {name}={value!r}: expected {getattr(typ, '__name__', typ)}") from None
+    return value
+
+
+def apply_overrides(cfg, overrides: dict[str, Any], where: str = "override"):
+    """Return a copy of dataclass ``cfg`` with flat ``overrides`` applied (unknown keys are errors)."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    hints = typing.get_type_hints(type(cfg))
+    changes = {}
+    for k, v in overrides.items():
+        key = k.replace("-", "_")
+        if key not in fields:
+            raise ValueError(f"{where}: unknown option {k!r} for {type(cfg).__name__}; "
+                             f"known: {', '.join(sorted(fields))}")
+        changes[key] = _coerce(v, hints.get(key, fields[key].type), k)
+    return dataclasses.replace(cfg, **changes)
+
+
+def parse_kv(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r}: expected key=value")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,104 @@
+"""Evaluation metrics (numpy in, floats in percent out).
+
+Primary metric per (task, protocol), returned as ``compute_metrics(...)["primary"]``:
+
+==========================  ===========================================================
+ave                         segment accuracy over all test segments (background included)
+ave-cls, vggsound*          video accuracy
+llp-cls, standard           macro mAP over classes with a positive test video: a constant
+                            predictor scores the mean class prevalence, far below a model
+llp-cls, reference          reference rule: correct iff argmax = lowest-index weak label
+                            (a constant "Speech" predictor scores over 50 % on real LLP)
+==========================  ===========================================================
+
+``llp-cls`` also reports ``single_label_acc`` (accuracy on single-label test videos) and the
+other LLP numbers under both protocols, so results stay comparable.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from avprompt.data.records import ClipRecord
+from avprompt.data.tasks import TASK_LEVELS, check_task, primary_label
+
+
+def segment_accuracy(logits: np.ndarray, segment_labels: np.ndarray) -> float:
+    """logits (N, T, K), segment_labels (N, T) with background = K-1 -> percent correct."""
+    pred = np.asarray(logits).argmax(-1)
+    return float((pred == np.asarray(segment_labels)).mean() * 100)
+
+
+def video_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """logits (N, K), labels (N,) -> percent correct; records with label -1 are skipped."""
+    labels = np.asarray(labels)
+    keep = labels >= 0
+    if not keep.any():
+        return float("nan")
+    return float((np.asarray(logits)[keep].argmax(-1) == labels[keep]).mean() * 100)
+
+
+def single_label_accuracy(logits: np.ndarray, video_labels: list[list[int]]) -> float:
+    """Accuracy (percent) over videos with exactly one weak label; nan when there are none."""
+    rows = [i for i, v in enumerate(video_labels) if len(v) == 1]
+    if not rows:
+        return float("nan")
+    pred = np.asarray(logits)[rows].argmax(-1)
+    return float(np.mean([p == video_labels[i][0] for p, i in zip(pred, rows)]) * 100)
+
+
+def multi_hot(video_labels: list[list[int]], num_classes: int) -> np.ndarray:
+    y = np.zeros((len(video_labels), num_classes), dtype=np.int64)
+    for i, labs in enumerate(video_labels):
+        y[i, labs] = 1
+    return y
+
+
+def macro_map(scores: np.ndarray, video_labels: list[list[int]]) -> float:
+    """Mean over classes with >= 1 positive of sklearn's average precision (percent)."""
+    from sklearn.metrics import average_precision_score
+
+    scores = np.asarray(scores, dtype=np.float64)
+    y = multi_hot(video_labels, scores.shape[1])
+    aps = [average_precision_score(y[:, k], scores[:, k])
+           for k in range(y.shape[1]) if y[:, k].any()]
+    return float(np.mean(aps) * 100) if aps else float("nan")
+
+
+def reference_llp_accuracy(logits: np.ndarray, video_labels: list[list[int]]) -> float:
+    """DG-SCT's LLP rule: a video counts as correct iff argmax = its lowest-index label."""
+    labels = np.array([min(v) if v else -1 for v in video_labels])
+    return video_accuracy(logits, labels)
+
+
+def compute_metrics(task: str, protocol: str, logits_np: np.ndarray,
+                    records: list[ClipRecord]) -> dict:
+    """All metrics of ``task`` for ``records`` (test order) and ``logits_np``.
+
+    logits_np: (N, T, K) for segment tasks; (N, K) or (N, T, K) (averaged over T) for video
+    tasks. Returns floats in percent plus ``primary`` and ``primary_name``.
+    """
+    check_task(task)
+    logits = np.asarray(logits_np, dtype=np.float64)
+    if logits.shape[0] != len(records):
+        raise ValueError(f"{task}: {logits.shape[0]} logit rows for {len(records)} records")
+    out: dict = {}
+    if TASK_LEVELS[task] == "segment":
+        if logits.ndim != 3:
+            raise ValueError(f"{task}: segment task needs logits (N, T, K), got {logits.shape}")
+        background = logits.shape[-1] - 1
+        seg = np.array([[background if s < 0 else s for s in r.segment_labels] for r in records])
+        out["segment_acc"] = segment_accuracy(logits, seg)
+        out["primary_name"] = "segment_acc"
+    else:
+        if logits.ndim == 3:
+            logits = logits.mean(axis=1)
+        vl = [sorted(r.video_labels) for r in records]
+        out["video_acc"] = video_accuracy(logits, np.array([primary_label(r) for r in records]))
+        out["primary_name"] = "video_acc"
+        if task == "llp-cls":
+            out["single_label_acc"] = single_label_accuracy(logits, vl)
+            out["macro_map"] = macro_map(logits, vl)
+            out["reference_acc"] = reference_llp_accuracy(logits, vl)
+            out["primary_name"] = "macro_map" if protocol == "standard" else "reference_acc"
+    out["primary"] = out[out["primary_name"]]
+    return out

@@ -1,0 +1,50 @@
+"""Frozen encoders behind one protocol (see ``towers.py``), built from a backbone spec.
+
+``load_encoders("synthav")`` -> ``Encoders`` holding a ``VisionTower`` (open_clip CLIP) and an
+``AudioTower`` (laion-clap CLAP); every method receives one of these.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from avprompt.encoders.factory import BackboneSpec, TowerSpec, build_clap, build_clip
+
+
+class Encoders(nn.Module):
+    """The frozen vision and audio towers (either may be None for single-modality use)."""
+
+    def __init__(self, vision=None, audio=None, spec: BackboneSpec | None = None):
+        super().__init__()
+        self.vision = vision
+        self.audio = audio
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if self.spec else "custom"
+
+    def tower(self, modality: str):
+        t = self.vision if modality == "v" else self.audio
+        if t is None:
+            raise ValueError(f"this method needs the {'clip' if modality == 'v' else 'clap'} tower; "
+                             f"add it to --backbones (got {self.name!r})")
+        return t
+
+    @torch.no_grad()
+    def encode(self, batch: dict, modality: str) -> torch.Tensor:
+        """Frozen pooled embeddings (B, T, D) of frames (B, T, 3, H, W) or audio (B, T, S)."""
+        x = batch["frames"] if modality == "v" else batch["audio"]
+        b, t = x.shape[:2]
+        return self.tower(modality).encode(x.flatten(0, 1)).view(b, t, -1)
+
+
+def load_encoders(spec: str | BackboneSpec = "synthav", modalities: str = "va",
+                  short_audio: str = "repeatpad") -> Encoders:
+    spec = BackboneSpec.parse(spec) if isinstance(spec, str) else spec
+    vision = build_clip(spec.clip) if spec.clip and "v" in modalities else None
+    audio = build_clap(spec.clap, short_audio) if spec.clap and "a" in modalities else None
+    return Encoders(vision, audio, spec)
+
+
+__all__ = ["BackboneSpec", "Encoders", "TowerSpec", "build_clap", "build_clip", "load_encoders"]

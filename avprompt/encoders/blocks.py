@@ -1,0 +1,103 @@
+"""Per-block access to the frozen towers, without forking open_clip or laion-clap.
+
+Every transformer block of every tower is wrapped in a ``BlockRunner`` that can run its attention
+half and its MLP half separately, so methods can act between them (DG-SCT's eq. 1-2 inject after
+attention and after the MLP; MaPLe replaces prompt tokens before a block). The halves call the
+library's own sub-modules in the library's own order; ``tests/test_encoders.py`` checks that
+``attn`` followed by ``mlp`` (and ``after``) reproduces the block's stock ``forward`` exactly.
+
+All runners take and return batch-first tokens ``(N, L, C)``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BlockRunner:
+    """One block of a frozen tower: ``x = after(mlp(attn(x)))`` equals the stock block."""
+
+    def __init__(self, block: nn.Module, width: int, grid: tuple[int, int] | None):
+        self.block = block
+        self.width = width  # C of the tokens this block reads
+        self.grid = grid  # (H, W) token grid for spatial blocks, None for sequences
+
+    def attn(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage transition after the block (Swin patch merging); identity elsewhere."""
+        return x
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.after(self.mlp(self.attn(x)))
+
+
+class ClipBlockRunner(BlockRunner):
+    """open_clip ``ResidualAttentionBlock`` (batch-first, layer scale ``ls_1``/``ls_2``)."""
+
+    def __init__(self, block, width, grid=None, attn_mask: torch.Tensor | None = None):
+        super().__init__(block, width, grid)
+        self.attn_mask = attn_mask
+
+    def attn(self, x):
+        b = self.block
+        mask = self.attn_mask
+        if mask is not None:
+            mask = mask[: x.shape[1], : x.shape[1]]
+        return x + b.ls_1(b.attention(q_x=b.ln_1(x), attn_mask=mask))
+
+    def mlp(self, x):
+        b = self.block
+        return x + b.ls_2(b.mlp(b.ln_2(x)))
+
+
+class SeqFirstBlockRunner(ClipBlockRunner):
+    """laion-clap text ``ResidualAttentionBlock``: sequence-first attention, no layer scale."""
+
+    def attn(self, x):
+        b = self.block
+        mask = self.attn_mask[: x.shape[1], : x.shape[1]] if self.attn_mask is not None else None
+        h = b.ln_1(x).transpose(0, 1)  # (L, N, C): nn.MultiheadAttention without batch_first
+        return x + b.attention(h, attn_mask=mask).transpose(0, 1)
+
+    def mlp(self, x):
+        b = self.block
+        return x + b.mlp(b.ln_2(x))
+
+
+class SwinBlockRunner(BlockRunner):
+    """laion-clap HTS-AT ``SwinTransformerBlock``: (shifted) window attention on an (H, W) grid.
+
+    ``downsample`` is the stage's ``PatchMerging`` when this is the stage's last block.
+    """
+
+    def __init__(self, block, width, grid, downsample: nn.Module | None):
+        super().__init__(block, width, grid)
+        self.downsample = downsample
+
+    def attn(self, x):
+        from laion_clap.clap_module.htsat import window_partition, window_reverse
+
+        b = self.block
+        H, W = b.input_resolution
+        N, L, C = x.shape
+        h = b.norm1(x).view(N, H, W, C)
+        if b.shift_size > 0:  # cyclic shift, undone below
+            h = torch.roll(h, shifts=(-b.shift_size, -b.shift_size), dims=(1, 2))
+        windows = window_partition(h, b.window_size).view(-1, b.window_size * b.window_size, C)
+        out, _ = b.attn(windows, mask=b.attn_mask)
+        h = window_reverse(out.view(-1, b.window_size, b.window_size, C), b.window_size, H, W)
+        if b.shift_size > 0:
+            h = torch.roll(h, shifts=(b.shift_size, b.shift_size), dims=(1, 2))
+        return x + b.drop_path(h.reshape(N, H * W, C))
+
+    def mlp(self, x):
+        b = self.block
+        return x + b.drop_path(b.mlp(b.norm2(x)))
+
+    def after(self, x):
+        return self.downsample(x) if self.downsample is not None else x

@@ -1,0 +1,94 @@
+"""A text tower interface shared by CLIP's and CLAP's CLIP-style text transformers.
+
+Prompt-learning methods (CoOp, CoCoOp, MaPLe, DG-SCT's learnable context) build token embeddings
+themselves and call ``encode_embeds``; fixed prompts go through ``encode``. The EOT position is
+``ids.argmax(-1)`` in both libraries (the EOT token has the highest id in the BPE vocabulary).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from avprompt.encoders.blocks import BlockRunner
+from avprompt.encoders.hooks import TowerHook, run_blocks
+
+
+class TextTower:
+    """Frozen CLIP-style text transformer.
+
+    token_embedding: nn.Embedding (V, W); positional: (L, W); blocks: batch-first runners;
+    ln_final: LayerNorm(W); projection: (W, D) parameter or a module mapping W -> D.
+    """
+
+    supports_prompt_learning = True
+
+    def __init__(self, tokenizer, token_embedding: nn.Embedding, positional: torch.Tensor,
+                 blocks: Sequence[BlockRunner], ln_final: nn.Module, projection, embed_dim: int):
+        self.tokenizer = tokenizer
+        self.token_embedding = token_embedding
+        self.positional = positional
+        self.blocks = list(blocks)
+        self.ln_final = ln_final
+        self.projection = projection
+        self.embed_dim = embed_dim
+
+    @property
+    def width(self) -> int:
+        return self.token_embedding.embedding_dim
+
+    @property
+    def context_length(self) -> int:
+        return self.positional.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.token_embedding.weight.device
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """(n, L) long token ids: [SOS] words [EOT] padding, truncated to the context length."""
+        return self.tokenizer(list(texts), context_length=self.context_length).to(self.device)
+
+    def token_embeds(self, ids: torch.Tensor) -> torch.Tensor:
+        """(n, L) ids -> (n, L, W) token embeddings (no positional embedding yet)."""
+        return self.token_embedding(ids)
+
+    def encode_embeds(self, x: torch.Tensor, ids: torch.Tensor,
+                      hook: TowerHook | None = None) -> torch.Tensor:
+        """Token embeddings (n, L, W) + the ids that give the EOT position -> (n, D) features."""
+        x = x + self.positional[: x.shape[1]].to(x.dtype)
+        x = run_blocks(self.blocks, x, hook)
+        x = self.ln_final(x)
+        pooled = x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)]
+        if isinstance(self.projection, nn.Module):
+            return self.projection(pooled)
+        return pooled @ self.projection
+
+    def encode(self, texts: Sequence[str] | torch.Tensor) -> torch.Tensor:
+        """Texts (or ids (n, L)) -> (n, D) unnormalised text features."""
+        ids = texts if isinstance(texts, torch.Tensor) else self.tokenize(texts)
+        return self.encode_embeds(self.token_embeds(ids), ids)
+
+
+class HFTextTower:
+    """laion-clap's RoBERTa text branch (official checkpoints): fixed prompts only.
+
+    Prompt learning needs a CLIP-style tower; methods check ``supports_prompt_learning``.
+    """
+
+    supports_prompt_learning = False
+
+    def __init__(self, clap_model, tokenizer, embed_dim: int):
+        self.model = clap_model
+        self.tokenizer = tokenizer
+        self.embed_dim = embed_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        tok = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=77,
+                             return_tensors="pt")
+        return self.model.encode_text({k: v for k, v in tok.items()}, device=self.device)

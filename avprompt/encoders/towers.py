@@ -1,0 +1,200 @@
+"""Frozen towers behind one protocol: ``embed`` -> ``blocks`` -> ``project``, plus a text tower.
+
+``VisionTower`` wraps an open_clip CLIP model (image tower + CLIP text tower); ``AudioTower`` wraps a
+laion-clap CLAP model (HTS-AT audio tower + its text tower). Both are frozen by construction:
+every parameter has ``requires_grad=False`` and the wrapped model stays in eval mode even when a
+method calls ``.train()`` (BatchNorm statistics and SpecAugment must not change).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avprompt.encoders.blocks import ClipBlockRunner, SeqFirstBlockRunner, SwinBlockRunner
+from avprompt.encoders.hooks import TowerHook, run_blocks
+from avprompt.encoders.text import HFTextTower, TextTower
+
+
+class FrozenTower(nn.Module):
+    modality: str = ""
+
+    def __init__(self, model: nn.Module, arch: str, weights: str | None):
+        super().__init__()
+        self.model = model
+        self.arch = arch
+        self.weights = weights
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+
+    def train(self, mode: bool = True):
+        # Frozen: the wrapped model never leaves eval mode.
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor, hook: TowerHook | None = None) -> torch.Tensor:
+        """Inputs -> (N, D) unnormalised embeddings, optionally with a tower hook."""
+        return self.project(run_blocks(self.blocks, self.embed(x), hook))
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """The pre-trained temperature, already exponentiated (a scalar tensor)."""
+        raise NotImplementedError
+
+
+class VisionTower(FrozenTower):
+    """open_clip CLIP. Input: CLIP-normalised images (N, 3, S, S); tokens (N, 1 + G*G, W)."""
+
+    modality = "v"
+
+    def __init__(self, model, arch, weights, tokenizer):
+        super().__init__(model, arch, weights)
+        visual = model.visual
+        g = visual.grid_size
+        self.grid = (g[0], g[1])
+        self.blocks = [ClipBlockRunner(b, visual.transformer.width, self.grid)
+                       for b in visual.transformer.resblocks]
+        self.text = TextTower(tokenizer, model.token_embedding, model.positional_embedding,
+                              [ClipBlockRunner(b, model.transformer.width, None, model.attn_mask)
+                               for b in model.transformer.resblocks],
+                              model.ln_final, model.text_projection, self.embed_dim)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.visual.output_dim
+
+    @property
+    def width(self) -> int:
+        return self.model.visual.transformer.width
+
+    @property
+    def image_size(self) -> int:
+        s = self.model.visual.image_size
+        return s[0] if isinstance(s, (tuple, list)) else s
+
+    @property
+    def image_mean(self) -> tuple[float, ...]:
+        return tuple(getattr(self.model.visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073))
+
+    @property
+    def image_std(self) -> tuple[float, ...]:
+        return tuple(getattr(self.model.visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711))
+
+    def embed(self, x):
+        return self.model.visual._embeds(x)
+
+    def project(self, tokens):
+        visual = self.model.visual
+        pooled, _ = visual._pool(tokens)
+        return pooled @ visual.proj if visual.proj is not None else pooled
+
+    @property
+    def logit_scale(self):
+        return self.model.logit_scale.exp()
+
+
+class AudioTower(FrozenTower):
+    """laion-clap CLAP with an HTS-AT audio tower.
+
+    Input: mono waveforms (N, S) at ``sample_rate``. Clips shorter than ``clip_samples`` are
+    repeat-padded (laion-clap's "repeatpad": whole repeats, then zeros), as in CLAP pre-training;
+    ``short_audio="stretch"`` instead feeds them as they are and lets HTS-AT stretch the
+    spectrogram (what DG-SCT's reference code does with 1 s segments). Longer clips are cut to
+    ``clip_samples`` from the start. Tokens: (N, H*W, C) on the current Swin stage's grid.
+    """
+
+    modality = "a"
+
+    def __init__(self, model, arch, weights, tokenizer, short_audio: str = "repeatpad"):
+        super().__init__(model, arch, weights)
+        if short_audio not in ("repeatpad", "stretch"):
+            raise ValueError(f"short_audio must be repeatpad|stretch, got {short_audio!r}")
+        self.short_audio = short_audio
+        htsat = model.audio_branch
+        self.blocks = []
+        for layer in htsat.layers:
+            for k, blk in enumerate(layer.blocks):
+                last = k == len(layer.blocks) - 1
+                self.blocks.append(SwinBlockRunner(blk, blk.dim, tuple(blk.input_resolution),
+                                                   layer.downsample if last else None))
+        if model.text_branch_type == "transformer":
+            self.text = TextTower(tokenizer, model.token_embedding, model.positional_embedding,
+                                  [SeqFirstBlockRunner(b, model.text_branch.width, None, model.attn_mask)
+                                   for b in model.text_branch.resblocks],
+                                  model.ln_final, model.text_projection, self.embed_dim)
+        else:
+            self.text = HFTextTower(model, tokenizer, self.embed_dim)
+
+    @property
+    def cfg(self):
+        return self.model.audio_cfg
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.cfg.sample_rate)
+
+    @property
+    def clip_samples(self) -> int:
+        return int(self.cfg.clip_samples)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.joint_embed_shape
+
+    @property
+    def width(self) -> int:
+        return self.model.audio_branch.embed_dim
+
+    def fit_length(self, wave: torch.Tensor) -> torch.Tensor:
+        """(N, S) -> (N, clip_samples) by repeat-pad / crop (or unchanged for "stretch")."""
+        n, s = wave.shape
+        if s > self.clip_samples:
+            return wave[:, : self.clip_samples]
+        if s == self.clip_samples or self.short_audio == "stretch":
+            return wave
+        reps = self.clip_samples // s
+        wave = wave.repeat(1, reps)
+        return F.pad(wave, (0, self.clip_samples - wave.shape[1]))
+
+    def embed(self, x):
+        """(N, S) waveform -> (N, H*W, C) patch tokens (HTS-AT's steps before its Swin layers)."""
+        h = self.model.audio_branch
+        x = h.spectrogram_extractor(self.fit_length(x))  # (N, 1, frames, freq)
+        x = h.logmel_extractor(x)  # (N, 1, frames, mels)
+        x = h.bn0(x.transpose(1, 3)).transpose(1, 3)
+        x = h.reshape_wav2img(x)  # (N, 1, spec, spec)
+        self._frames_num = x.shape[2]
+        x = h.patch_embed(x)
+        if h.ape:
+            x = x + h.absolute_pos_embed
+        return h.pos_drop(x)
+
+    def project(self, tokens):
+        """Final tokens -> HTS-AT's clip embedding (its 'embedding' output) -> audio_projection."""
+        h = self.model.audio_branch
+        x = h.norm(tokens)
+        n, _, c = x.shape
+        frames = getattr(self, "_frames_num", h.spec_size)
+        sf = frames // (2 ** (len(h.depths) - 1)) // h.patch_stride[0]
+        st = frames // (2 ** (len(h.depths) - 1)) // h.patch_stride[1]
+        x = x.permute(0, 2, 1).reshape(n, c, sf, st)
+        c_freq_bin = sf // h.freq_ratio
+        x = x.reshape(n, c, sf // c_freq_bin, c_freq_bin, st).permute(0, 1, 3, 2, 4).reshape(n, c, c_freq_bin, -1)
+        latent = torch.flatten(h.avgpool(torch.flatten(x, 2)), 1)  # (N, C)
+        return self.model.audio_projection(latent)
+
+    @property
+    def logit_scale(self):
+        return self.model.logit_scale_a.exp()

@@ -1,0 +1,310 @@
+"""The results store: one self-describing JSON file per benchmark cell.
+
+A cell is one (suite, task, method, backbones, shots, seed) run. Its file lives at
+
+    <root>/<suite>/<task>/<method_id>/<backbones>/shots<K>/seed<S>.json
+
+where ``method_id`` is the method key, suffixed ``@<modality>`` when the cell pins a modality
+(``coop@av``): the same method run on the CLIP branch, the CLAP branch and both is three cells and
+three lines in the report. Path components are sanitised (anything outside ``[A-Za-z0-9._@+=-]``
+becomes ``_``), so a backbone id such as ``ViT-B-32/openai`` is safe as a folder name; the
+unsanitised values are kept inside the file under ``key``.
+
+Each file carries everything needed to read it without the run that made it: status, error reason,
+metrics (``metrics['primary']`` is the task's headline number; ``metrics['floor']``, when present,
+is the constant-predictor score on the same split), the resolved config, class names, prompt
+templates, split hash, dataset and backbone identifiers, package versions, git commit, timings,
+peak memory, device and a creation time. Tables and plots (``avprompt.report``) are built only from
+these files.
+
+Resuming: ``cell_done`` is True only for a readable file whose status is ``"ok"``. A rerun of a
+suite skips ok cells and retries failed ones (a failure is usually an environment problem, e.g.
+out of memory, that a rerun may not hit); the retry overwrites the failed file.
+
+Writes are atomic (temporary file in the same folder, fsync, ``os.replace``), so a reader or a
+second writer never sees a half-written file: two processes writing the same cell leave one
+complete version. This module imports no torch; versions are read from package metadata.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed")
+#: Fields of ``extra`` stored at the top level of a record; any other key goes under ``extra``.
+KNOWN_EXTRA = (
+    "class_names", "prompt_templates", "split_hash", "dataset", "backbone", "timings",
+    "peak_memory_mb", "device", "protocol",
+)
+#: Distributions whose versions every record carries (name in the record -> distribution name).
+VERSIONED_PACKAGES = {
+    "torch": "torch", "open_clip": "open_clip_torch", "laion_clap": "laion_clap",
+    "avprompt": "avprompt", "numpy": "numpy",
+}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """Identity of one benchmark cell.
+
+    suite: benchmark suite name (e.g. ``fewshot``); task: task name (``ave``, ``ave-cls``);
+    method: registered method key; backbones: one string naming the encoder pair
+    (e.g. ``ViT-B-32+HTSAT-tiny``); shots: examples per class (0 = zero-shot); seed: split and
+    initialisation seed; modality: ``""`` (method default) or ``v``/``a``/``av``.
+    """
+
+    suite: str
+    task: str
+    method: str
+    backbones: str
+    shots: int
+    seed: int
+    modality: str = ""
+
+    def __post_init__(self):
+        for name in ("suite", "task", "method", "backbones"):
+            if not str(getattr(self, name)).strip():
+                raise ValueError(f"CellKey.{name} is empty: every cell needs a {name}")
+        if int(self.shots) < 0:
+            raise ValueError(f"CellKey.shots={self.shots}: use 0 for zero-shot, K>0 for K-shot")
+
+    @property
+    def method_id(self) -> str:
+        """Method key plus ``@modality`` when a modality is pinned (the report's method label)."""
+        return f"{self.method}@{self.modality}" if self.modality else self.method
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CellKey:
+        try:
+            return cls(suite=str(d["suite"]), task=str(d["task"]), method=str(d["method"]),
+                       backbones=str(d["backbones"]), shots=int(d["shots"]), seed=int(d["seed"]),
+                       modality=str(d.get("modality", "") or ""))
+        except KeyError as e:
+            raise ValueError(f"result key is missing field {e.args[0]!r}") from None
+
+
+def sanitize(component: str) -> str:
+    """One safe path component: unsafe characters become ``_``; never empty, ``.`` or ``..``."""
+    s = _UNSAFE.sub("_", str(component).strip())
+    if s in ("", ".", ".."):
+        s = s.replace(".", "_") or "_"
+    return s
+
+
+def result_path(root: str | os.PathLike, key: CellKey) -> Path:
+    """Where the cell ``key`` is stored under ``root``."""
+    return (Path(root) / sanitize(key.suite) / sanitize(key.task) / sanitize(key.method_id)
+            / sanitize(key.backbones) / f"shots{int(key.shots)}" / f"seed{int(key.seed)}.json")
+
+
+# ----- provenance ---------------------------------------------------------------------------------
+def versions() -> dict[str, str | None]:
+    """Python and package versions from installed metadata (imports nothing heavy)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name, dist in VERSIONED_PACKAGES.items():
+        try:
+            out[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
+    """HEAD commit of the git repository containing ``cwd`` (default: the working directory).
+
+    Suffixed ``-dirty`` when tracked files have uncommitted changes; None outside a repository,
+    before the first commit, or when git is not installed.
+    """
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if not head:
+        return None
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return head + ("-dirty" if dirty else "")
+
+
+def peak_memory_mb(device: str | None = None) -> float | None:
+    """Peak memory of this process in MB: CUDA allocator peak on a CUDA device, else peak RSS.
+
+    Reads torch only if the caller already imported it (this module never imports torch).
+    """
+    torch = sys.modules.get("torch")
+    if device and str(device).startswith("cuda") and torch is not None:
+        try:
+            return torch.cuda.max_memory_allocated(device) / 2**20
+        except Exception:  # noqa: BLE001 - a provenance field must never fail a run
+            return None
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes vs KiB
+    except (ImportError, OSError):
+        return None
+
+
+# ----- records ------------------------------------------------------------------------------------
+def _jsonable(obj: Any) -> Any:
+    """Fallback for json.dumps: numpy scalars/arrays, paths, dataclasses, tuples, sets."""
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"cannot store a {type(obj).__name__} in a result file")
+
+
+def build_result(key: CellKey, status: str, metrics: dict | None = None,
+                 config: dict | None = None, extra: dict | None = None, *,
+                 error: str | None = None, with_git: bool = True) -> dict:
+    """Assemble one result record (not yet written).
+
+    status: ``"ok"`` (then ``metrics['primary']`` must be a finite number) or ``"failed"`` (then
+    ``error`` says why; metrics may be partial or empty). ``extra`` supplies the known provenance
+    fields (``KNOWN_EXTRA``: class_names, prompt_templates, split_hash, dataset, backbone,
+    timings {train_s, eval_s, wall_s}, peak_memory_mb, device, protocol); other keys are kept
+    under ``record['extra']``.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"result status {status!r} for {key.method_id}: use 'ok' or 'failed'")
+    metrics = dict(metrics or {})
+    if status == "ok":
+        p = metrics.get("primary")
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not math.isfinite(p):
+            raise ValueError(f"result {key.task}/{key.method_id}/shots{key.shots}/seed{key.seed} "
+                             f"has status ok but metrics['primary']={p!r}: give a finite number")
+    elif not error:
+        error = "unknown error (no reason recorded)"
+    extra = dict(extra or {})
+    timings = dict(extra.pop("timings", None) or {})
+    record: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "key": key.to_dict(),
+        "method_id": key.method_id,
+        "status": status,
+        "error": error if status == "failed" else None,
+        "metrics": metrics,
+        "config": dict(config or {}),
+        "class_names": list(extra.pop("class_names", None) or []),
+        "prompt_templates": list(extra.pop("prompt_templates", None) or []),
+        "split_hash": extra.pop("split_hash", None),
+        "dataset": extra.pop("dataset", None),
+        "backbone": extra.pop("backbone", None),
+        "protocol": extra.pop("protocol", None),
+        "versions": versions(),
+        "git_commit": git_commit() if with_git else None,
+        "timings": {k: timings.get(k) for k in ("train_s", "eval_s", "wall_s")} | timings,
+        "peak_memory_mb": extra.pop("peak_memory_mb", None),
+        "device": extra.pop("device", None),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if extra:
+        record["extra"] = extra
+    return record
+
+
+def write_result(root: str | os.PathLike, record: dict) -> Path:
+    """Write ``record`` atomically to its templated path under ``root``; returns the path.
+
+    The bytes go to a temporary file in the destination folder (same filesystem), are fsynced,
+    then ``os.replace`` swaps the file in: readers see the old or the new file, never a mix.
+    """
+    if "key" not in record:
+        raise ValueError("result record has no 'key': build it with build_result()")
+    path = result_path(root, CellKey.from_dict(record["key"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def read_result(path: str | os.PathLike) -> dict:
+    """Parse one result file; ValueError naming the file when it is not a result record."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable result file ({e}); "
+                         "delete it and rerun the cell") from e
+    if not isinstance(record, dict) or not isinstance(record.get("key"), dict):
+        raise ValueError(f"{path}: not a result record (no 'key' object); delete or move it")
+    CellKey.from_dict(record["key"])  # validates the key fields
+    return record
+
+
+def load_results(root: str | os.PathLike) -> list[dict]:
+    """Every readable result under ``root`` (sorted by path), each with ``_path`` added.
+
+    Unreadable or foreign JSON files are skipped with a warning that names them, so one broken
+    file does not hide the rest of a suite.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results folder {root} does not exist: run a suite first "
+                                "or pass the folder that holds the result JSON files")
+    out = []
+    for path in sorted(root.rglob("*.json")):
+        try:
+            record = read_result(path)
+        except ValueError as e:
+            warnings.warn(f"skipping {e}", stacklevel=2)
+            continue
+        record["_path"] = str(path)
+        out.append(record)
+    return out
+
+
+def cell_done(root: str | os.PathLike, key: CellKey) -> bool:
+    """True when ``key`` has a readable result with status ok (a rerun skips it).
+
+    Missing, unreadable and failed cells return False, so a rerun computes them again.
+    """
+    path = result_path(root, key)
+    if not path.is_file():
+        return False
+    try:
+        record = read_result(path)
+    except ValueError:
+        return False
+    return record.get("status") == "ok" and CellKey.from_dict(record["key"]) == key

@@ -1,0 +1,110 @@
+"""The frozen-encoder protocol: per-block halves equal the stock forward, weights stay frozen,
+specs and weights load through the public API (including full-size architectures)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avprompt.encoders import BackboneSpec, load_encoders
+from avprompt.encoders.archs import CLAP_ARCHS, validate_htsat
+from avprompt.encoders.hooks import pair_blocks, run_blocks, run_paired
+
+
+def test_towers_match_library_forward(tiny_encoders):
+    v, a = tiny_encoders.vision, tiny_encoders.audio
+    x = torch.randn(3, 3, v.image_size, v.image_size)
+    assert torch.allclose(v.encode(x), v.model.encode_image(x), atol=1e-6)
+    w = torch.randn(3, a.sample_rate) * 0.1
+    stock = a.model.audio_projection(a.model.encode_audio({"waveform": w}, device="cpu")["embedding"])
+    assert torch.allclose(a.encode(w), stock, atol=1e-5)
+    for tower in (v, a):
+        ids = tower.text.tokenize(["a red ball", "dog"])
+        stock = tower.model.encode_text(ids) if tower is v else tower.model.encode_text(ids, device="cpu")
+        assert torch.allclose(tower.text.encode(ids), stock, atol=1e-5)
+
+
+def test_block_halves_equal_stock_block(tiny_encoders):
+    a = tiny_encoders.audio
+    tokens = a.embed(torch.randn(2, a.sample_rate))
+    blk = a.blocks[1]  # a shifted-window block
+    assert blk.block.shift_size > 0
+    stock, _ = blk.block(tokens)
+    assert torch.allclose(blk.mlp(blk.attn(tokens)), stock, atol=1e-6)
+
+
+def test_hooks_see_every_point_and_can_change_tokens(tiny_encoders):
+    v = tiny_encoders.vision
+    x = torch.randn(2, 3, v.image_size, v.image_size)
+    seen = []
+
+    def hook(i, point, t):
+        seen.append((i, point))
+        return t
+    base = v.encode(x)
+    assert torch.equal(v.encode(x, hook), base)
+    assert seen == [(i, p) for i in range(v.depth) for p in ("pre", "attn", "mlp")]
+    changed = v.encode(x, lambda i, p, t: t * 1.5 if (i, p) == (0, "mlp") else t)
+    assert not torch.allclose(changed, base)
+
+
+def test_pairing_rule_and_paired_run_is_identity_with_identity_hook(tiny_encoders):
+    assert pair_blocks(12, 18)[-1] == (11, 17) and len(pair_blocks(12, 18)) == 12
+    assert pair_blocks(12, 12) == [(k, k) for k in range(12)]
+    assert pair_blocks(18, 12)[0] == (1, 0)
+    v, a = tiny_encoders.vision, tiny_encoders.audio
+    xv = v.embed(torch.randn(2, 3, v.image_size, v.image_size))
+    xa = a.embed(torch.randn(2, a.sample_rate))
+    ov, oa = run_paired(v.blocks, xv, a.blocks, xa, lambda k, p, s, t: (s, t))
+    assert torch.allclose(ov, run_blocks(v.blocks, xv)) and torch.allclose(oa, run_blocks(a.blocks, xa))
+
+
+def test_frozen_by_construction(tiny_encoders):
+    assert not any(p.requires_grad for p in tiny_encoders.parameters())
+    tiny_encoders.train()
+    assert not tiny_encoders.audio.model.training and not tiny_encoders.vision.model.training
+
+
+def test_spec_parsing_and_errors():
+    s = BackboneSpec.parse("clip=ViT-B-32@openai,clap=HTSAT-base+roberta@/x/630k.pt")
+    assert s.clip.arch == "ViT-B-32" and s.clip.weights == "openai"
+    assert s.clap.text == "roberta" and s.clap.weights == "/x/630k.pt"
+    with pytest.raises(ValueError, match="expected clip=ARCH"):
+        BackboneSpec.parse("vision=foo")
+    with pytest.raises(ValueError, match="unknown CLIP architecture"):
+        load_encoders("clip=NoSuchNet")
+
+
+def test_htsat_constraints_are_checked():
+    bad = {**CLAP_ARCHS["avp-htsat-tiny"], "htsat": {**CLAP_ARCHS["avp-htsat-tiny"]["htsat"], "spec_size": 48}}
+    with pytest.raises(ValueError, match="multiple of mel_bins"):
+        validate_htsat("bad", bad)
+
+
+def test_weights_round_trip_and_wrong_pairing(tmp_path, tiny_encoders):
+    from safetensors.torch import save_file
+    v = tiny_encoders.vision
+    path = tmp_path / "vit.safetensors"
+    save_file({k: t.contiguous() for k, t in v.model.state_dict().items()}, str(path))
+    again = load_encoders(f"clip=avp-vit-tiny@{path}")
+    x = torch.randn(1, 3, v.image_size, v.image_size)
+    assert torch.equal(again.vision.encode(x), v.encode(x))
+    with pytest.raises(ValueError, match="do not fit architecture avp-vit-synthav"):
+        load_encoders(f"clip=avp-vit-synthav@{path}")
+
+
+def test_full_size_architectures_save_and_load_official_layout(tmp_path):
+    """ViT-B-32 + HTSAT-base (random weights): saved like official files and loaded back."""
+    torch.manual_seed(0)
+    enc = load_encoders("clip=ViT-B-32,clap=HTSAT-base")
+    v, a = enc.vision, enc.audio
+    assert v.depth == 12 and a.depth == 18 and v.width == 768
+    torch.save(v.model.state_dict(), tmp_path / "vitb32.pt")
+    # laion-clap checkpoints: {"state_dict": {"module." + key: tensor}} incl. position_ids
+    sd = {"module." + k: t for k, t in a.model.state_dict().items()}
+    sd["module.text_branch.embeddings.position_ids"] = torch.arange(77)[None]
+    torch.save({"epoch": 1, "state_dict": sd}, tmp_path / "630k-audioset-best.pt")
+    again = load_encoders(f"clip=ViT-B-32@{tmp_path / 'vitb32.pt'},clap=HTSAT-base@{tmp_path / '630k-audioset-best.pt'}")
+    x = torch.randn(1, 3, 224, 224)
+    assert torch.equal(again.vision.encode(x), v.encode(x))
+    w = torch.randn(1, 48000) * 0.1
+    assert torch.allclose(again.audio.encode(w), a.encode(w), atol=1e-5)
