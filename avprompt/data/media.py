@@ -136,9 +136,10 @@ def decode_video(path: str | Path, image_size: int, sample_rate: int):
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as e:  # corrupt/truncated containers
-        raise MediaError(f"cannot decode ({type(e).__name__}: {e})") from None
+        reason = getattr(e, "strerror", None) or str(e)  # strerror leaves out the file name
+        raise MediaError(f"cannot decode ({type(e).__name__}: {reason})") from None
     if last_t < NUM_SEGMENTS - 1:
-        notes.append(f"short video ({last_t + 1:.1f} s of frames): last frame repeated")
+        notes.append(f"short video (last frame at {last_t:.1f} s): last frame repeated")
     n = NUM_SEGMENTS * sample_rate
     if len(streams) > 1 and len(wave) == 0:
         notes.append("no audio sample decoded: silence")

@@ -54,7 +54,7 @@ def caption_corpus(n: int, seed: int = 0, image_size: int = IMAGE_SIZE,
         t0 = float(rng.uniform(0, 10))
         images[i] = render_frame([look.at(t0)], sample_background(rng), image_size)
         audio[i] = render_audio([sample_source(rng, pitch, timbre)], t0,
-                                float(rng.uniform(0.01, 0.04)), rng, seconds, sample_rate)
+                                float(rng.uniform(0.01, 0.03)), rng, seconds, sample_rate)
         image_captions.append(f"a {colour} {shape}")
         audio_captions.append(f"a {pitch} {timbre}")
         captions.append(f"{colour} {shape} {pitch} {timbre}")

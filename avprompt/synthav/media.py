@@ -1,7 +1,9 @@
 """Turn a clip's ground truth into pixels and samples, and write them as a real mp4 (PyAV).
 
-Video: H.264 (libx264, yuv444p so colours survive at 64 px, crf 12, one thread so x264 is
-deterministic), FPS frames per second. Audio: AAC, mono, SAMPLE_RATE Hz. Decoders apply the mp4 edit
+Video: H.264 (libx264, yuv444p so colours survive at 64 px), FPS frames per second, constant QP
+on one thread with adaptive quantisation, macroblock tree, psy and weighted prediction off: with crf
+and those float-heavy decisions the bitstream changed with whatever the same process had encoded
+before, and a world must not depend on how clips are spread over workers. Audio: AAC, mono, SAMPLE_RATE Hz. Decoders apply the mp4 edit
 list, so decoded audio starts at t = 0; it may carry a few hundred padding samples at the end
 (readers trim to 10 s).
 
@@ -29,7 +31,7 @@ def render_clip(clip: ClipTruth, seed: int, image_size: int = IMAGE_SIZE,
     rng = clip_rng(seed, clip.dataset, clip.index, purpose=1)
     kinds = KINDS[clip.dataset]
     background = sample_background(rng)
-    noise_level = float(rng.uniform(0.01, 0.04))
+    noise_level = float(rng.uniform(0.01, 0.03))
     slots = rng.permutation(len(_QUADRANTS))
     looks: list[ObjectLook] = []
     sources = []
@@ -58,8 +60,8 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int = FPS,
 
     with av.open(str(path), "w", format="mp4") as container:
         v = container.add_stream("libx264", rate=fps, options={
-            "crf": "12", "preset": "veryfast", "threads": "1",
-            "x264-params": "threads=1:lookahead-threads=1"})
+            "qp": "14", "preset": "veryfast", "threads": "1",
+            "x264-params": "threads=1:lookahead-threads=1:aq-mode=0:mbtree=0:psy=0:weightp=0"})
         v.height, v.width = frames.shape[1:3]
         v.pix_fmt = "yuv444p"
         v.codec_context.thread_count = 1
@@ -68,7 +70,8 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int = FPS,
                                  options={"aac_coder": "fast"})
         a.bit_rate = 32000  # plenty for 16 kHz mono tones; the default doubles the file size
         for i, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(
+                format="yuv444p")
             frame.pts = i
             container.mux(v.encode(frame))
         container.mux(v.encode())

@@ -69,7 +69,7 @@ class SoundSource:
     pitch: str
     timbre: str
     f0: float
-    gain: float
+    gain: float  # RMS of the rendered source
     phase: float  # seconds: shifts the rhythm so sources are not synchronised
 
 
@@ -98,7 +98,7 @@ def sample_background(rng: np.random.Generator) -> Background:
 
 def sample_source(rng: np.random.Generator, pitch: str, timbre: str) -> SoundSource:
     return SoundSource(pitch, timbre, PITCH_HZ[pitch] * float(rng.uniform(0.96, 1.04)),
-                       float(rng.uniform(0.15, 0.3)), float(rng.uniform(0, 1)))
+                       float(rng.uniform(0.08, 0.15)), float(rng.uniform(0, 1)))
 
 
 def _shape_mask(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -223,7 +223,8 @@ def render_source(src: SoundSource, t0: float, seconds: float = 1.0,
         y = _tone(f * alt, t, [(1, 1.0), (3, 0.2)])
     else:
         raise ValueError(f"unknown timbre {src.timbre!r}")
-    return src.gain * y / max(np.abs(y).max(), 1e-6) if y.size else y
+    # loudness is set by RMS, not peak, so sparse sounds (drum, chime) are as audible as steady ones
+    return src.gain * y / max(float(np.sqrt(np.mean(y ** 2))), 1e-6) if y.size else y
 
 
 def render_audio(sources: list[SoundSource], t0: float, noise_level: float,

@@ -1,0 +1,79 @@
+"""``avprompt bench`` and ``avprompt zeroshot`` (no torch import at module level)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def _ints(value: Optional[str], option: str) -> Optional[list[int]]:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{option} {value!r}: expected comma-separated integers, e.g. 1,2,4,8,16") from None
+
+
+def _strs(value: Optional[str]) -> Optional[list[str]]:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def bench_command(
+    shots: Optional[str] = typer.Option(None, "--shots", help="comma-separated K, e.g. 1,2,4,8,16"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="ave,ave-cls,llp-cls"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="all | KEYS | GLOB (comma-separated)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (full protocol: 1,2,3)"),
+    data: Optional[str] = typer.Option(None, "--data", help="synthav | DIR | manifest:FILE"),
+    backbones: Optional[str] = typer.Option(None, "--backbones", help="synthav | tiny | clip=ARCH@W,clap=ARCH@W"),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="standard | reference"),
+    modality: Optional[str] = typer.Option(None, "--modality", help="auto | v | a | av"),
+    out: Optional[str] = typer.Option(None, "--out", help="results folder"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray address (e.g. auto)"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="cap every method's epochs"),
+    config: Optional[str] = typer.Option(None, "--config", help="suite file (TOML/YAML, flat)"),
+    suite: Optional[str] = typer.Option(None, "--suite", help="suite name (result sub-folder)"),
+):
+    """Few-shot sweep: every (task, method, shots, seed) cell, one JSON each, then table + curves."""
+    from avprompt.bench import BenchConfig, run_bench
+
+    for name, value in (("--protocol", protocol), ("--modality", modality), ("--executor", executor),
+                        ("--device", device)):
+        allowed = {"--protocol": ("standard", "reference"), "--modality": ("auto", "v", "a", "av"),
+                   "--executor": ("local", "ray"), "--device": ("auto", "cpu", "cuda")}[name]
+        if value is not None and value not in allowed and not (name == "--device" and value.startswith("cuda:")):
+            raise ValueError(f"{name} {value!r}: use one of {', '.join(allowed)}")
+    cfg = BenchConfig.from_sources(
+        config, shots=_ints(shots, "--shots"), tasks=_strs(tasks), methods=methods, seeds=_ints(seeds, "--seeds"),
+        data=data, backbones=backbones, protocol=protocol, modality=modality, out=out, executor=executor,
+        address=address, device=device, max_epochs=max_epochs, suite=suite)
+    outcome = run_bench(cfg, echo=typer.echo)
+    if outcome["failed"]:
+        raise typer.Exit(1)
+
+
+def zeroshot_command(
+    pretrain: str = typer.Option("vggsound40k", "--pretrain", help="pre-training set (vggsound40k)"),
+    targets: Optional[str] = typer.Option(None, "--targets", help="ave,ave-cls,llp-cls"),
+    methods: Optional[str] = typer.Option(None, "--methods", help="all | KEYS | GLOB"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    data: Optional[str] = typer.Option(None, "--data", help="synthav | DIR (with vggsound40k/, ave/, llp/)"),
+    backbones: Optional[str] = typer.Option(None, "--backbones"),
+    out: Optional[str] = typer.Option(None, "--out"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs"),
+    from_checkpoint: Optional[str] = typer.Option(None, "--from-checkpoint", help="reuse saved pre-trained checkpoints"),
+):
+    """Pre-train on VGG-Sound 40K, then evaluate on the targets by class names alone (shots = 0)."""
+    from avprompt.config import apply_overrides
+    from avprompt.zeroshot import ZeroShotConfig, run_zeroshot
+
+    given = {k: v for k, v in dict(pretrain=pretrain, targets=_strs(targets), methods=methods, seed=seed,
+                                   data=data, backbones=backbones, out=out, device=device,
+                                   max_epochs=max_epochs, from_checkpoint=from_checkpoint).items()
+             if v is not None}
+    outcome = run_zeroshot(apply_overrides(ZeroShotConfig(), given, where="command line"), echo=typer.echo)
+    if outcome["failed"]:
+        raise typer.Exit(1)

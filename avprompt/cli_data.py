@@ -1,0 +1,99 @@
+"""``avprompt data ...`` commands: prepare the media cache, dataset statistics, manifests.
+
+Thin over ``avprompt.data``; imports nothing heavy at module level (no torch), so
+``avprompt --help`` stays fast. Bad input ends with one ``error: ...`` line and exit code 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Datasets: prepare media caches, statistics, manifests.",
+                  no_args_is_help=True)
+
+DATASET_HELP = "ave | llp | vggsound | vggsound40k | manifest:FILE"
+
+
+def default_cache_dir() -> Path:
+    """``$AVPROMPT_CACHE/media`` or ``~/.cache/avprompt/media``."""
+    base = os.environ.get("AVPROMPT_CACHE") or Path.home() / ".cache" / "avprompt"
+    return Path(base) / "media"
+
+
+def _fail(e: Exception) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def prepare(
+    dataset: str = typer.Option(..., help=DATASET_HELP),
+    root: Optional[Path] = typer.Option(None, help="dataset folder (annotations + media)"),
+    workers: int = typer.Option(max(1, min(4, os.cpu_count() or 1)), help="decoding processes"),
+    cache: Optional[Path] = typer.Option(None, help="cache folder [default: "
+                                         "$AVPROMPT_CACHE/media or ~/.cache/avprompt/media]"),
+    image_size: int = typer.Option(224, help="frame size (match the image encoder)"),
+    sample_rate: int = typer.Option(48000, help="audio sample rate (match the audio encoder)"),
+    on_bad_media: str = typer.Option("fail", help="fail | skip (list bad files in report.json)"),
+) -> None:
+    """Decode every clip once into the on-disk cache (resumable)."""
+    from avprompt.data.datasets import load_dataset
+    from avprompt.data.prepare import prepare as run_prepare
+
+    try:
+        index = load_dataset(dataset, root)
+        report = run_prepare(index, cache or default_cache_dir(), image_size, sample_rate,
+                             workers, on_bad_media)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(f"{report.total} media files: {report.decoded} decoded, {report.reused} reused, "
+               f"{len(report.bad)} bad, {len(report.handled)} handled; cache {report.cache}")
+
+
+@app.command()
+def stats(
+    dataset: str = typer.Option(..., help=DATASET_HELP),
+    root: Optional[Path] = typer.Option(None, help="dataset folder (annotation files)"),
+    protocol: str = typer.Option("standard", help="standard | reference"),
+    as_json: bool = typer.Option(False, "--json", help="print the full statistics as JSON"),
+) -> None:
+    """Statistics from the annotation files: split sizes, classes, shots, constant floors."""
+    from avprompt.data.stats import stats as compute
+
+    try:
+        s = compute(dataset, root, protocol)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json.dumps(s, indent=1))
+        return
+    typer.echo(f"{s['dataset']}: {s['rows']} rows, {s['classes']} classes, splits "
+               + ", ".join(f"{k} {v}" for k, v in s["splits"].items())
+               + f"; media present {s['media_present']}")
+    typer.echo("shots (train size): " + ", ".join(f"K={k}: {v}" for k, v in s["shots"].items()))
+    for task, by_protocol in s["floors"].items():
+        for p, m in by_protocol.items():
+            typer.echo(f"constant floor {task}/{p}: {m['primary_name']} {m['primary']:.2f}")
+    if s["quirks"]:
+        typer.echo("quirks: " + ", ".join(f"{k} {v}" for k, v in s["quirks"].items()))
+
+
+@app.command("export-manifest")
+def export_manifest_cmd(
+    dataset: str = typer.Option(..., help=DATASET_HELP),
+    root: Optional[Path] = typer.Option(None, help="dataset folder"),
+    out: Path = typer.Option(..., help="manifest to write (.csv or .jsonl)"),
+) -> None:
+    """Write a dataset's records as a manifest usable with --data manifest:FILE."""
+    from avprompt.data.datasets import export_manifest, load_dataset
+
+    try:
+        index = load_dataset(dataset, root)
+        path = export_manifest(index, out)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(e)
+    typer.echo(f"wrote {len(index.records)} clips to {path}")

@@ -1,0 +1,183 @@
+"""DG-SCT's cross-modal modules: A2V (audio guides vision) and V2A (vision guides audio).
+
+Paper sec. 3.2-3.3. One ``CrossModalAttention`` acts in one direction: a *guide* modality's tokens
+steer the *target* modality's tokens through three attentions:
+
+    prompt    g' = psi(g)                     (N, L_t, C_t)  token-axis 1x1 conv + channel Linear
+    channel   M_c = sigmoid(Phi(mean_L(Th_g(mean_L g') * Th_x(x))))          (N, 1, C_t)   eq. 3
+    spatial   M_s = sigmoid(Th_s(Th_gs(g') * Th_xs((M_c + 1) x)))            (N, L_t, 1)   eq. 4
+    temporal  G   = sigmoid(Th_t(RNN over the T segments of the guide side)) (N, 1, 1)     eq. 5
+    output    x_cst = (gamma G + 1) (alpha M_c + beta M_s + 1) x                            eq. 6-7
+
+The module's output Omega is added to the target's residual stream (eq. 1-2). Adding x_cst itself
+would double the frozen features, so Omega = g_out * x_cst with a learnable scalar g_out set to 0:
+at step 0 the encoders are exactly the frozen ones (the reference zero-initialises its gates too).
+
+Rows are segments: N = B * T, ordered batch-major, so ``view(B, T, ...)`` recovers the clips.
+The temporal gate of A2V reads the V2A side's frequency-channel attentive audio (eq. 5 feeds
+{a_t^cf} to G^v), so the two directions run in two phases inside ``DGSCTPair``.
+
+``preset="reference"`` options reproduce the reference code instead: ReLU on the channel
+projections, gate = per-segment Linear on the raw guide, x (alpha M_c + beta M_s + gamma G + 1 -
+alpha), 2 latent prompt tokens with a gated cross-attention, and a gated bottleneck output
+(LayerNorm, grouped 1x1 conv C -> C/8, BatchNorm, ReLU, conv up, BatchNorm, LayerNorm).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModuleOptions:
+    alpha: float = 0.2
+    beta: float = 0.05
+    gamma: float = 0.01
+    channel: bool = True  # eq. 3 on/off (ablation "C")
+    spatial: bool = True  # eq. 4 on/off (ablation "S")
+    temporal: bool = True  # eq. 5 on/off (ablation "T")
+    temporal_kind: str = "rnn"  # "rnn" (paper: GRU across segments) | "linear" (reference code)
+    hidden: int = 256  # d of eq. 4 (and the RNN's hidden size)
+    channel_reduction: int = 2  # bottleneck Phi: C -> C / r -> C (the reference uses C/2)
+    combine: str = "paper"  # "paper" (eq. 6-7) | "reference" (one multiplier, bottleneck output)
+    guide_relu: bool = False  # reference: ReLU on the channel projections
+    latent_tokens: int = 0  # reference: 2 learnable tokens with a gated cross-attention
+
+
+class PromptProjection(nn.Module):
+    """psi: guide tokens (N, L_g, C_g) -> (N, L_t, C_t), the target's shape (paper sec. 3.2)."""
+
+    def __init__(self, n_in: int, c_in: int, n_out: int, c_out: int):
+        super().__init__()
+        self.tokens = nn.Conv1d(n_in, n_out, kernel_size=1)  # mixes along the token axis
+        self.channels = nn.Linear(c_in, c_out)
+
+    def forward(self, g: torch.Tensor) -> torch.Tensor:
+        return self.channels(self.tokens(g))
+
+
+class CrossModalAttention(nn.Module):
+    """One direction (A2V or V2A) at one injection point of one paired layer."""
+
+    def __init__(self, n_guide: int, c_guide: int, n_target: int, c_target: int, opts: ModuleOptions):
+        super().__init__()
+        self.opts = opts
+        c, d = c_target, opts.hidden
+        self.prompt = PromptProjection(n_guide, c_guide, n_target, c)
+        if opts.channel:
+            self.ch_guide, self.ch_target = nn.Linear(c, c), nn.Linear(c, c)
+            r = max(1, c // opts.channel_reduction)
+            self.ch_bottleneck = nn.Sequential(nn.Linear(c, r), nn.ReLU(), nn.Linear(r, c))
+        if opts.spatial:
+            self.sp_guide, self.sp_target = nn.Linear(c, d), nn.Linear(c, d)
+            self.sp_out = nn.Linear(d, 1)
+        if opts.temporal:
+            if opts.temporal_kind == "rnn":
+                self.rnn = nn.GRU(c_guide, d, batch_first=True)
+                self.t_out = nn.Linear(d, 1)
+            elif opts.temporal_kind == "linear":
+                self.t_out = nn.Linear(c_guide, 1)
+            else:
+                raise ValueError(f"temporal={opts.temporal_kind!r}: use rnn|linear")
+        if opts.latent_tokens:
+            self.latent = nn.Parameter(torch.randn(opts.latent_tokens, c) * 0.02)
+            self.latent_gate = nn.Parameter(torch.zeros(()))
+        if opts.combine == "reference":
+            hid = max(2, c // 8 // 2 * 2)  # even, for the 2 groups
+            self.out = nn.ModuleDict({
+                "ln_in": nn.LayerNorm(c), "down": nn.Conv1d(c, hid, 1, groups=2, bias=False),
+                "bn1": nn.BatchNorm1d(hid), "up": nn.Conv1d(hid, c, 1, groups=2, bias=False),
+                "bn2": nn.BatchNorm1d(c), "ln_out": nn.LayerNorm(c)})
+        elif opts.combine != "paper":
+            raise ValueError(f"combine={opts.combine!r}: use paper|reference")
+        self.gate = nn.Parameter(torch.zeros(()))  # Omega's output gate, 0 = frozen encoder at init
+
+    def attend(self, guide: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channel + spatial maps. guide (N, L_g, C_g), x (N, L, C) -> (x, multiplier).
+
+        Returns the (possibly latent-token-updated) target x and m = alpha M_c + beta M_s,
+        broadcastable to (N, L, C); x_cs = (m + 1) x is eq. 6.
+        """
+        o = self.opts
+        g = self.prompt(guide)  # (N, L, C)
+        if o.latent_tokens:  # reference: tokens read the prompt, then x reads the tokens
+            tok = self.latent.expand(x.shape[0], -1, -1)
+            tok = tok + torch.softmax(tok @ g.transpose(1, 2), -1) @ g
+            x = x + self.latent_gate * (torch.softmax(x @ tok.transpose(1, 2), -1) @ tok)
+        m = x.new_zeros(())
+        x_c = x
+        if o.channel:
+            act = torch.relu if o.guide_relu else (lambda t: t)
+            cm = act(self.ch_guide(g.mean(1, keepdim=True))) * act(self.ch_target(x))  # (N, L, C)
+            m_c = torch.sigmoid(self.ch_bottleneck(cm.mean(1, keepdim=True)))  # (N, 1, C)
+            m = m + o.alpha * m_c
+            x_c = (m_c + 1) * x
+        if o.spatial:
+            m_s = torch.sigmoid(self.sp_out(self.sp_guide(g) * self.sp_target(x_c)))  # (N, L, 1)
+            m = m + o.beta * m_s
+        return x, m
+
+    def temporal_gate(self, seq: torch.Tensor) -> torch.Tensor:
+        """Guide-side features per segment (B, T, C_g) -> gate G (B*T, 1, 1)."""
+        if self.opts.temporal_kind == "rnn":
+            h, _ = self.rnn(seq)
+            seq = h
+        return torch.sigmoid(self.t_out(seq)).reshape(-1, 1, 1)
+
+    def output(self, x: torch.Tensor, m: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+        """Omega (N, L, C): eq. 6-7 (paper) or the reference's multiplier + bottleneck, gated."""
+        o = self.opts
+        if o.combine == "paper":
+            y = (m + 1) * x
+            if gate is not None:
+                y = (o.gamma * gate + 1) * y
+            return self.gate * y
+        mult = m + 1 - (o.alpha if o.channel else 0.0)
+        if gate is not None:
+            mult = mult + o.gamma * gate
+        b = self.out
+        y = b["ln_in"](x * mult).transpose(1, 2)  # (N, C, L) for the 1x1 convs
+        y = b["bn2"](b["up"](torch.relu(b["bn1"](b["down"](y)))))
+        return self.gate * b["ln_out"](y.transpose(1, 2))
+
+
+class DGSCTPair(nn.Module):
+    """A2V and V2A at one injection point: (v, a) -> (Omega_a2v, Omega_v2a), either may be None.
+
+    v: (B*T, L_v, C_v) vision tokens; a: (B*T, L_a, C_a) audio tokens; T segments per clip.
+    """
+
+    def __init__(self, v_shape: tuple[int, int], a_shape: tuple[int, int], opts: ModuleOptions,
+                 a2v: bool = True, v2a: bool = True):
+        super().__init__()
+        (lv, cv), (la, ca) = v_shape, a_shape
+        self.opts = opts
+        self.a2v = CrossModalAttention(la, ca, lv, cv, opts) if a2v else None
+        self.v2a = CrossModalAttention(lv, cv, la, ca, opts) if v2a else None
+
+    def forward(self, v: torch.Tensor, a: torch.Tensor, T: int):
+        v_in, a_in = v, a
+        mv = ma = None
+        if self.a2v is not None:
+            v, mv = self.a2v.attend(a_in, v_in)
+        if self.v2a is not None:
+            a, ma = self.v2a.attend(v_in, a_in)
+        gv = ga = None
+        if self.opts.temporal:
+            if self.opts.temporal_kind == "rnn":
+                # eq. 5: G^v from the frequency-channel attentive audio, G^a from the
+                # spatial-channel attentive vision (plain tokens where that direction is off)
+                a_cf = a if ma is None else (ma + 1) * a
+                v_cs = v if mv is None else (mv + 1) * v
+                seq_for_v, seq_for_a = a_cf.mean(1), v_cs.mean(1)
+            else:  # reference: the raw guide of each segment
+                seq_for_v, seq_for_a = a_in.mean(1), v_in.mean(1)
+            if self.a2v is not None:
+                gv = self.a2v.temporal_gate(seq_for_v.view(-1, T, seq_for_v.shape[-1]))
+            if self.v2a is not None:
+                ga = self.v2a.temporal_gate(seq_for_a.view(-1, T, seq_for_a.shape[-1]))
+        dv = self.a2v.output(v, mv, gv) + (v - v_in) if self.a2v is not None else None
+        da = self.v2a.output(a, ma, ga) + (a - a_in) if self.v2a is not None else None
+        return dv, da

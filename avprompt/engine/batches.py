@@ -1,0 +1,69 @@
+"""Records -> tensors: decoded clips from the media cache, or frozen features, as method batches.
+
+A ``ClipTensors`` holds, for one dataset and one preprocessing, every clip's frames (uint8, CLIP
+normalisation applied per batch) and per-segment waveforms, loaded once from the prepared media
+cache. Batches carry the keys documented in ``avprompt.method``.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from avprompt.data.records import ClipRecord
+from avprompt.data.tasks import targets
+from avprompt.task import TaskSpec
+
+
+def target_tensors(task: TaskSpec, records: Sequence[ClipRecord]) -> dict:
+    """segment_labels (N, T) long, label (N,) long, video_labels (N, K) float multi-hot."""
+    t = [targets(task, r) for r in records]
+    k = len(task.class_names)
+    multi = torch.zeros(len(records), k)
+    for i, x in enumerate(t):
+        multi[i, [c for c in x["video_labels"] if 0 <= c < k]] = 1.0
+    return {"segment_labels": torch.tensor([x["segment_labels"][: task.num_segments] for x in t], dtype=torch.long),
+            "label": torch.tensor([max(x["label"], 0) for x in t], dtype=torch.long),
+            "video_labels": multi}
+
+
+class ClipTensors:
+    """Decoded clips of one dataset at one preprocessing, keyed by clip id.
+
+    frames: uint8 (T, S, S, 3) per clip; audio: float32 (T, sr) per clip (1 s per segment).
+    """
+
+    def __init__(self, media_cache, records: Sequence[ClipRecord], mean, std, num_segments: int = 10):
+        from avprompt.data.prepare import load_clip
+
+        self.mean = torch.tensor(mean).view(1, 1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 1, 3, 1, 1)
+        self.frames: dict[str, np.ndarray] = {}
+        self.audio: dict[str, np.ndarray] = {}
+        for r in records:
+            if r.clip_id in self.frames:
+                continue
+            f, w = load_clip(media_cache, r)
+            self.frames[r.clip_id] = np.asarray(f[:num_segments])
+            self.audio[r.clip_id] = np.asarray(w).reshape(10, -1)[:num_segments]
+
+    def inputs(self, records: Sequence[ClipRecord], modalities: str) -> dict:
+        out = {}
+        if "v" in modalities:
+            f = torch.from_numpy(np.stack([self.frames[r.clip_id] for r in records]))  # (B, T, S, S, 3)
+            f = f.permute(0, 1, 4, 2, 3).float().div_(255.0)
+            out["frames"] = (f - self.mean) / self.std  # (B, T, 3, S, S)
+        if "a" in modalities:
+            out["audio"] = torch.from_numpy(np.stack([self.audio[r.clip_id] for r in records])).float()
+        return out
+
+
+def iterate(records: Sequence[ClipRecord], batch_size: int, make, shuffle_seed: int | None = None
+            ) -> Iterator[dict]:
+    """Yield ``make(chunk)`` over ``records`` in order, or shuffled by a seeded generator."""
+    order = np.arange(len(records))
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(records))
+    for s in range(0, len(order), batch_size):
+        yield make([records[i] for i in order[s: s + batch_size]])

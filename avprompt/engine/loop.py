@@ -1,0 +1,136 @@
+"""The one training loop and the one evaluator every method goes through (fairness is the product).
+
+Optimiser, schedule, warm-up and epochs come from the method's config; gradient clipping,
+bf16 autocast on GPU, model selection and early stopping on validation data only, deterministic
+given the seed. The best epoch's trainable state is restored before the test evaluation.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TrainReport:
+    epochs_run: int = 0
+    best_epoch: int = -1
+    best_val: float = float("nan")
+    history: list[dict] = field(default_factory=list)
+    train_s: float = 0.0
+    steps: int = 0
+
+
+def build_optimizer(params: list, cfg) -> torch.optim.Optimizer:
+    name = cfg.optimizer.lower()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer={cfg.optimizer!r}: use sgd, adam or adamw")
+
+
+def lr_at(cfg, epoch: int, epochs: int) -> float:
+    """Learning rate for ``epoch`` (0-based): constant warm-up at ``warmup_lr`` (CoOp's recipe),
+    then cosine / multistep (x0.5 at ``milestones``) / constant over the remaining epochs."""
+    if epoch < cfg.warmup_epochs and epochs > cfg.warmup_epochs:
+        return cfg.warmup_lr
+    if cfg.schedule == "cosine":
+        span = max(1, epochs - cfg.warmup_epochs)
+        t = min(epoch - cfg.warmup_epochs, span) if epochs > cfg.warmup_epochs else epoch
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * t / span))
+    if cfg.schedule == "multistep":
+        milestones = getattr(cfg, "milestones", (10, 20, 30))
+        return cfg.lr * 0.5 ** sum(epoch >= m for m in milestones)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    raise ValueError(f"schedule={cfg.schedule!r}: use cosine, multistep or constant")
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on GPU; plain fp32 on CPU (CPU bf16 is slower than fp32 on most machines)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def predict(method, batches: Iterable[dict], device) -> np.ndarray:
+    """Logits for every batch, concatenated: (N, T, K) segment tasks, (N, K) video tasks."""
+    method.eval()
+    out = []
+    for batch in batches:
+        with autocast(device):
+            out.append(method(_to(batch, device)).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0,))
+
+
+def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Callable[[], float] | None,
+          epochs: int, device, patience: int = 0, eval_every: int = 1, progress=None) -> TrainReport:
+    """Train ``method``'s trainable parameters.
+
+    train_batches(epoch) yields the epoch's batches (shuffled by the caller's seeded generator);
+    validate() returns the validation primary metric (higher is better), or None to keep the
+    last epoch. ``patience`` > 0 stops after that many evaluations without improvement.
+    A non-finite loss raises FloatingPointError (the cell is then recorded as failed).
+    """
+    cfg = method.config
+    params = method.trainable_parameters()
+    report = TrainReport()
+    if epochs <= 0 or not params:
+        return report
+    opt = build_optimizer(params, cfg)
+    best_state, since_best = None, 0
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, epoch, epochs)
+        method.train()
+        losses = []
+        for batch in train_batches(epoch):
+            batch = _to(batch, device)
+            with autocast(device):
+                loss = method.loss(method(batch), batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss ({loss.item()}) at epoch {epoch} step {report.steps}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip and cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+            report.steps += 1
+        row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+               "lr": opt.param_groups[0]["lr"]}
+        last = epoch == epochs - 1
+        if validate is not None and ((epoch + 1) % eval_every == 0 or last):
+            row["val"] = val = float(validate())
+            if not (val <= report.best_val):  # first evaluation, or an improvement (NaN-safe)
+                report.best_val, report.best_epoch, since_best = val, epoch, 0
+                best_state = copy.deepcopy({k: v for k, v in method.state_dict().items()
+                                            if not k.startswith("encoders.")})
+            else:
+                since_best += 1
+        report.history.append(row)
+        report.epochs_run = epoch + 1
+        if progress is not None:
+            progress(row)
+        if patience and since_best >= patience:
+            break
+    if best_state is not None:
+        method.load_state_dict(best_state, strict=False)
+    elif validate is None:
+        report.best_epoch = report.epochs_run - 1
+    report.train_s = time.perf_counter() - t0
+    return report
