@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import os
 import sys
 import time
 import traceback
@@ -37,7 +38,7 @@ class BenchConfig:
     device: str = "auto"
     max_epochs: int | None = 10  # cap on every method's epochs (None: the methods' reference epochs)
     patience: int = 0
-    synth_size: str = "small"
+    synth_size: str = dataclasses.field(default_factory=lambda: os.environ.get("AVPROMPT_SYNTH_SIZE", "small"))
     workers: int = 1
     plot: str | None = None  # default: <out>/<suite>/curves.png
     overrides: dict = field(default_factory=dict)  # {method_key: {option: value}}
@@ -165,6 +166,11 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
     if not plans:
         raise ValueError("the sweep has no cells: check --tasks, --methods, --shots and --modality")
     backbone_name = BackboneSpec.parse(cfg.backbones).name
+    # Fail fast, before any cell: data folders, datasets of every task and the backbones must load.
+    ws = _workspace(cfg)
+    for task in cfg.tasks:
+        ws.index(task)
+    ws.encoders
     todo = [p for p in plans if not cell_done(cfg.out, cell_key(cfg, p, backbone_name))]
     est = estimate_seconds(todo)
     echo(f"sweep {cfg.suite}: {len(plans)} cells ({len(plans) - len(todo)} already done, {len(todo)} to run), "
@@ -199,13 +205,29 @@ def summarize_store(cfg: BenchConfig, echo=print) -> dict:
     if not results:
         return {"table": "", "plot": None}
     df = to_dataframe(results)
-    table = to_markdown(summarize(df), failed_cells(df))
-    echo(table)
+    summary = summarize(df)
+    table = to_markdown(summary, failed_cells(df))
+    echo(compact_table(summary))
     plot = Path(cfg.plot) if cfg.plot else root / "curves.png"
     plot_curves(df, plot)
     summarize(df).to_csv(root / "summary.csv", index=False)
     echo(f"curves: {plot}\nsummary: {root / 'summary.csv'}")
     return {"table": table, "plot": str(plot)}
+
+
+def compact_table(summary) -> str:
+    """Markdown: one row per (task, method), one column per shot count, mean ± std (n seeds)."""
+    from avprompt.report import markdown_table
+
+    def cell(r):
+        std = "" if r["n"] < 2 or r["std"] != r["std"] else f" ± {r['std']:.1f}"
+        return f"{r['mean']:.1f}{std}"
+    s = summary.assign(value=summary.apply(cell, axis=1))
+    pivot = s.pivot_table(index=["task", "method_id"], columns="shots", values="value", aggfunc="first")
+    pivot.columns = [f"K={c}" for c in pivot.columns]
+    pivot = pivot.reset_index().rename(columns={"method_id": "method"}).fillna("")
+    seeds = int(summary["n"].max()) if len(summary) else 0
+    return f"primary metric (%), mean ± std over up to {seeds} seed(s):\n\n" + markdown_table(pivot)
 
 
 def _run_ray(cfg: BenchConfig, todo, echo) -> list[dict]:

@@ -10,6 +10,7 @@ suite ``pretrain``. Training-free zero-shot methods (``zeroshot-*``) are evaluat
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ class ZeroShotConfig:
     device: str = "auto"
     max_epochs: int | None = 5
     from_checkpoint: str | None = None  # a checkpoint folder from an earlier run
-    synth_size: str = "small"
+    synth_size: str = field(default_factory=lambda: os.environ.get("AVPROMPT_SYNTH_SIZE", "small"))
 
 
 def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:

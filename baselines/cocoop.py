@@ -13,8 +13,9 @@ Memory: the reference loops over images and keeps every image's text-encoder act
 backward (~64x CoOp's memory at batch 1 vs 32 according to its authors). Here all N x K prompts of
 a chunk of ``chunk_size`` samples go through one batched text-encoder call, and with
 ``checkpoint=True`` each chunk's activations are recomputed in backward instead of stored, so peak
-memory is that of one chunk plus the (N, K, D) features. ``benchmarks/bench_cocoop_memory.py``
-measures it against the per-sample loop and CoOp.
+memory is that of one chunk plus the (N, K, D) features, at the price of a second forward pass per
+chunk in backward (``checkpoint=False`` keeps the activations: faster, more memory).
+``benchmarks/bench_cocoop_memory.py`` measures both against the per-sample loop and CoOp.
 """
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ class CoCoOp(Method):
         if config.chunk_size < 0:
             raise ValueError(f"method cocoop: chunk_size={config.chunk_size} must be >= 0 (0 = all samples)")
         self.prompt_learners = build_learners(self, config.n_ctx, config.fit_ctx)
-        self.meta_nets = nn.ModuleDict({m: MetaNet(encoders.tower(m).embed_dim, self.prompt_learners[m].ctx.shape[-1])
+        self.meta_nets = nn.ModuleDict({m: MetaNet(encoders.tower(m).embed_dim,
+                                                   self.prompt_learners[m].ctx.shape[-1])
                                         for m in self.modalities})
         for m in self.modalities:
             self.register_buffer(f"scale_{m}", encoders.tower(m).logit_scale.detach().clone(),

@@ -56,3 +56,13 @@ def make_batch(encoders, task, batch_size: int = 2, seed: int = 0):
 @pytest.fixture
 def batch_factory():
     return make_batch
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A tiny SynthAV world (AVE, LLP, VGG-Sound-40K formats, real mp4 files) in a session cache;
+    AVPROMPT_CACHE points there so media and feature caches stay out of the user's home."""
+    cache = tmp_path_factory.mktemp("avprompt-cache")
+    os.environ["AVPROMPT_CACHE"] = str(cache)
+    from avprompt.synthav import default_world_dir, generate_world
+    return Path(generate_world(default_world_dir("tiny", 0), size="tiny", seed=0))

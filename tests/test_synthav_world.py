@@ -20,7 +20,7 @@ from avprompt.synthav.world import META_FILE, default_world_dir
 
 ANNOTATION_FILES = [
     "ave/Annotations.txt", "ave/trainSet.txt", "ave/valSet.txt", "ave/testSet.txt",
-    "ave/categories.txt", "llp/AVVP_train.csv", "llp/AVVP_val_pd.csv", "llp/AVVP_test_pd.csv",
+    "ave/categories.txt", "llp/classes.txt", "llp/AVVP_train.csv", "llp/AVVP_val_pd.csv", "llp/AVVP_test_pd.csv",
     "llp/AVVP_eval_audio.csv", "llp/AVVP_eval_visual.csv", "llp/AVVP_dataset_full.csv",
     "vggsound40k/vggsound-avel40k_labels.csv", "vggsound40k/VggsoundAVEL40kCategories.txt",
     "ground_truth.json"]
@@ -52,7 +52,7 @@ def test_same_seed_same_world(worlds):
         assert np.array_equal(fa, fb) and np.array_equal(aa, ab) and ra == rb, rel
 
 
-def test_other_seed_other_world(tmp_path):
+def test_other_seed_other_world():
     t0, t1 = sample_truth("tiny", 0), sample_truth("tiny", 1)
     assert [c.video_id for c in t0] != [c.video_id for c in t1]
     assert [c.to_json()["tracks"] for c in t0] != [c.to_json()["tracks"] for c in t1]
@@ -92,6 +92,7 @@ def test_ave_format(worlds):
 def test_llp_format(worlds):
     a, _ = worlds
     names = set(class_sets()["llp"])
+    assert (a / "llp/classes.txt").read_text().splitlines() == class_sets()["llp"]
     weak: dict[str, set[str]] = {}
     for f in ("AVVP_train.csv", "AVVP_val_pd.csv", "AVVP_test_pd.csv"):
         rows = _rows(a / "llp" / f, "\t")
@@ -185,7 +186,8 @@ def test_caption_corpus():
         assert (a["colour"], a["shape"]) in HELDOUT_VISUAL
         assert (a["pitch"], a["timbre"]) in HELDOUT_AUDIO
     for a, cap in zip(seen["attributes"], seen["image_captions"]):
-        assert (a["colour"], a["shape"]) not in HELDOUT_VISUAL and cap == f"a {a['colour']} {a['shape']}"
+        assert (a["colour"], a["shape"]) not in HELDOUT_VISUAL
+        assert cap.endswith(f" {a['colour']} {a['shape']}") and cap.split()[0] in ("a", "an")
     with pytest.raises(ValueError, match="split"):
         caption_corpus(1, split="test")
 

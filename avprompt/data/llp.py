@@ -8,7 +8,9 @@ Video id = first 11 characters of ``filename`` (the YouTube id); clip id = ``fil
 Media: ``LLP_dataset/video/<id>.mp4`` (or ``<filename>.mp4``), or the pre-extracted layout.
 
 Classes: the 25 events in the order the AVVP code uses (``LLP_CLASSES``); that order defines the
-"lowest-index label" of the reference LLP-classification rule.
+"lowest-index label" of the reference LLP-classification rule. A dataset in this layout with
+other events (SynthAV's LLP-format set, a user's own) reads its classes from ``classes.txt``
+(one per line) when present, else in order of first appearance in the train/val/test files.
 
 Dense labels: val/test records get ``audio_segments`` / ``visual_segments`` (10 lists of class
 indices; segment t holds an event iff ``onset <= t < offset``), None when the file has no row for
@@ -56,14 +58,27 @@ def _rows(path: Path, ncols: int) -> list[tuple[int, list[str]]]:
 def _label_index(path: Path, lineno: int, name: str, idx: dict[str, int]) -> int:
     name = name.strip()
     if name not in idx:
-        raise ValueError(f"{path}:{lineno}: unknown LLP event label {name!r}; expected one of "
-                         "the 25 AVVP classes")
+        raise ValueError(f"{path}:{lineno}: unknown LLP event label {name!r}; not among the "
+                         f"{len(idx)} classes (AVVP's 25, or classes.txt): fix the row or classes.txt")
     return idx[name]
+
+
+def _classes(root: Path) -> list[str]:
+    listed = find_file(root, ["classes.txt"], _SUBDIRS)
+    if listed is not None:
+        return [c.strip() for c in listed.read_text().splitlines() if c.strip()]
+    seen: dict[str, None] = {}
+    for split, name in SPLIT_FILES.items():
+        path = require_file(root, [name], f"LLP {split} weak labels", _SUBDIRS)
+        for _, (_, labels) in _rows(path, 2):
+            seen.update((lab.strip(), None) for lab in labels.split(",") if lab.strip())
+    return list(LLP_CLASSES) if set(seen) <= set(LLP_CLASSES) else list(seen)
 
 
 def read_llp(root: str | Path) -> DatasetIndex:
     root = Path(root)
-    idx = {c: i for i, c in enumerate(LLP_CLASSES)}
+    classes = _classes(root)
+    idx = {c: i for i, c in enumerate(classes)}
     quirks: Counter = Counter()
     records: list[ClipRecord] = []
     by_filename: dict[str, ClipRecord] = {}
@@ -115,5 +130,5 @@ def read_llp(root: str | Path) -> DatasetIndex:
                 if c not in segs[t]:
                     segs[t].append(c)
                     segs[t].sort()
-    return DatasetIndex(name="llp", root=root, classes=list(LLP_CLASSES), records=records,
+    return DatasetIndex(name="llp", root=root, classes=classes, records=records,
                         quirks=dict(quirks))

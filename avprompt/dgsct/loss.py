@@ -45,6 +45,16 @@ def contrastive_loss(logits: torch.Tensor, labels: torch.Tensor, negatives: str 
     return 0.5 * (i2t / n + t2i / (count * len(classes)))
 
 
+def loss_floor(labels: torch.Tensor) -> torch.Tensor:
+    """The smallest value ``contrastive_loss(...).sum()`` can reach for these labels.
+
+    A class shared by |P_c| samples spreads its text->image target over them, so its term is at
+    least log |P_c| (reached when the samples tie): overfitting drives the loss to this floor.
+    """
+    _, idx, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    return 0.5 * counts.double().log().mean().float()
+
+
 def matching_score(logits: torch.Tensor) -> torch.Tensor:
     """y in [1/K, 1]: probability of the best class. logits (..., K) -> (...)."""
     return logits.float().softmax(-1).amax(-1)

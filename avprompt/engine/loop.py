@@ -76,6 +76,27 @@ def predict(method, batches: Iterable[dict], device) -> np.ndarray:
     return torch.cat(out).numpy() if out else np.zeros((0,))
 
 
+def _shard(batch: dict) -> dict:
+    """Under torch.distributed, each rank keeps rows rank::world of every batch tensor."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return batch
+    r, w = dist.get_rank(), dist.get_world_size()
+    return {k: v[r::w] if torch.is_tensor(v) and v.dim() > 0 else v for k, v in batch.items()}
+
+
+def _ddp(method):
+    """DistributedDataParallel over the method when a process group is up (torchrun), else itself.
+
+    DDP averages gradients over ranks, so with equal shards a step equals the single-process
+    step on the whole batch for losses that are means over samples."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return method
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(method, find_unused_parameters=False)
+
+
 def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Callable[[], float] | None,
           epochs: int, device, patience: int = 0, eval_every: int = 1, progress=None) -> TrainReport:
     """Train ``method``'s trainable parameters.
@@ -91,6 +112,7 @@ def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Call
     if epochs <= 0 or not params:
         return report
     opt = build_optimizer(params, cfg)
+    model = _ddp(method)
     best_state, since_best = None, 0
     t0 = time.perf_counter()
     for epoch in range(epochs):
@@ -99,9 +121,9 @@ def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Call
         method.train()
         losses = []
         for batch in train_batches(epoch):
-            batch = _to(batch, device)
+            batch = _to(_shard(batch), device)
             with autocast(device):
-                loss = method.loss(method(batch), batch)
+                loss = method.loss(model(batch), batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss ({loss.item()}) at epoch {epoch} step {report.steps}")
             opt.zero_grad(set_to_none=True)

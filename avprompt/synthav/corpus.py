@@ -1,7 +1,7 @@
 """Caption corpus for pre-training the embedded image-text and audio-text backbones.
 
-Each item is one object image (colour + shape) and one second of one sound (pitch + timbre), drawn by
-the same renderer as the benchmark videos, with captions made of the attribute words.
+Each item is one object image (colour + shape) and one second of one sound (pitch + timbre), drawn
+by the same renderer as the benchmark videos, with captions made of the attribute words.
 
 split="seen" draws only SEEN attribute pairs (those of the pre-training classes and the rest of the
 grid); split="heldout" draws only the HELD-OUT pairs, i.e. exactly the pairs the AVE- and LLP-format
@@ -20,6 +20,10 @@ from avprompt.synthav.vocab import HELDOUT_AUDIO, HELDOUT_VISUAL, SEEN_AUDIO, SE
 _SPLIT_CODE = {"seen": 100, "heldout": 101}
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def caption_corpus(n: int, seed: int = 0, image_size: int = IMAGE_SIZE,
                    sample_rate: int = SAMPLE_RATE, seconds: float = 1.0,
                    split: str = "seen") -> dict:
@@ -28,7 +32,7 @@ def caption_corpus(n: int, seed: int = 0, image_size: int = IMAGE_SIZE,
     Returns a dict:
         images: uint8 (n, image_size, image_size, 3)
         audio: float32 (n, round(seconds * sample_rate)) in [-1, 1]
-        image_captions: list[str], e.g. "a red star"
+        image_captions: list[str], e.g. "a red star", "an orange ring"
         audio_captions: list[str], e.g. "a high chime"
         captions: list[str], the four words in class-name order, e.g. "red star high chime"
             (image i and sound i are drawn independently; this names both)
@@ -55,8 +59,8 @@ def caption_corpus(n: int, seed: int = 0, image_size: int = IMAGE_SIZE,
         images[i] = render_frame([look.at(t0)], sample_background(rng), image_size)
         audio[i] = render_audio([sample_source(rng, pitch, timbre)], t0,
                                 float(rng.uniform(0.01, 0.03)), rng, seconds, sample_rate)
-        image_captions.append(f"a {colour} {shape}")
-        audio_captions.append(f"a {pitch} {timbre}")
+        image_captions.append(f"{_article(colour)} {colour} {shape}")
+        audio_captions.append(f"{_article(pitch)} {pitch} {timbre}")
         captions.append(f"{colour} {shape} {pitch} {timbre}")
         attributes.append({"colour": colour, "shape": shape, "pitch": pitch, "timbre": timbre})
     return {"images": images, "audio": audio, "image_captions": image_captions,

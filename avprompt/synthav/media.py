@@ -3,9 +3,9 @@
 Video: H.264 (libx264, yuv444p so colours survive at 64 px), FPS frames per second, constant QP
 on one thread with adaptive quantisation, macroblock tree, psy and weighted prediction off: with crf
 and those float-heavy decisions the bitstream changed with whatever the same process had encoded
-before, and a world must not depend on how clips are spread over workers. Audio: AAC, mono, SAMPLE_RATE Hz. Decoders apply the mp4 edit
-list, so decoded audio starts at t = 0; it may carry a few hundred padding samples at the end
-(readers trim to 10 s).
+before, and a world must not depend on how clips are spread over workers.
+Audio: AAC, mono, SAMPLE_RATE Hz. Decoders apply the mp4 edit list, so decoded audio starts at
+t = 0; it may carry a few hundred padding samples at the end (readers trim to 10 s).
 
 A visible object never shows whether it is sounding (no mouth, no pulsing): that is exactly what a
 visual-only model cannot know, which the oracle ceilings account for.

@@ -49,8 +49,8 @@ def _counts(clips: list[ClipTruth], channel: str) -> dict[int, list[float]]:
 @lru_cache(maxsize=8)
 def _rule(dataset: str, channel: str) -> dict[int, bool]:
     """n -> True if the Bayes rule guesses an event among the n observed classes."""
-    rng = np.random.default_rng([20240, len(dataset), 7])
     n_classes = len(KINDS[dataset])
+    rng = np.random.default_rng([20240, n_classes])  # fixed: the rule belongs to the generator
     pop = [sample_event_clip(rng, n_classes, int(rng.integers(n_classes)))
            for _ in range(_POPULATION)]
     return {n: n > 0 and ev / n > bg for n, (_, bg, ev) in _counts(pop, channel).items()}

@@ -103,11 +103,14 @@ def train_tower(tower, data: TowerData, cfg: PretrainConfig, seed: int,
     Stops early only if ``deadline`` (time.monotonic()) passes; the log records it.
     """
     model = tower.model
-    for p in model.parameters():
+    # the STFT / mel filter bank of HTS-AT are fixed signal processing, not weights to learn
+    fixed = ("spectrogram_extractor", "logmel_extractor")
+    params = {n: p for n, p in model.named_parameters() if not n.startswith(tuple(f"audio_branch.{f}" for f in fixed))}
+    for p in params.values():
         p.requires_grad_(True)
     model.train()  # nn.Module.train on the library model: HTS-AT's BatchNorm learns input statistics
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    decay = [p for n, p in params.items() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in params.items() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
 

@@ -3,10 +3,10 @@
 The same functions draw the benchmark videos (``media.py``) and the caption corpus
 (``corpus.py``), so the pre-training images/sounds and the evaluation clips come from one renderer.
 
-Appearance is class-defining through colour and shape (size, position, rotation, motion, shading and
-background are nuisances); sound is class-defining through pitch and timbre, where each timbre has its
-own rhythm (steady, pulsed, struck, rolled, swept or trilled). Nuisances: pitch jitter, gain, phase,
-noise floor.
+Appearance is class-defining through colour and shape (size, position, rotation, motion, shading
+and background are nuisances); sound is class-defining through pitch and timbre, where each timbre
+has its own rhythm (steady, pulsed, struck, hit, swept or trilled). Nuisances: pitch jitter, gain,
+rhythm phase, noise floor.
 """
 from __future__ import annotations
 
@@ -140,8 +140,9 @@ def _background_image(background: Background, size: int) -> np.ndarray:
         0, background.texture_amp, (size // 8 + 1, size // 8 + 1))
     tex = np.kron(tex, np.ones((8, 8)))[:size, :size]
     ys = (np.arange(size) + 0.5) / size - 0.5
+    gx, gy = background.gradient
     img = (np.array(background.base)[None, None, :] + tex[..., None]
-           + background.gradient[0] * ys[None, :, None] + background.gradient[1] * ys[:, None, None])
+           + gx * ys[None, :, None] + gy * ys[:, None, None])
     img.flags.writeable = False
     return img
 
@@ -157,8 +158,10 @@ def render_frame(objects: list[ObjectLook], background: Background, size: int = 
     g = _grid(size)
     for o in objects:
         # pixel bounding box (whole pixels) of the circle of radius `radius` around the centre
-        x0, x1 = (max(0, int((o.cx - o.radius) * size) - 1), min(size, int((o.cx + o.radius) * size) + 2))
-        y0, y1 = (max(0, int((o.cy - o.radius) * size) - 1), min(size, int((o.cy + o.radius) * size) + 2))
+        x0 = max(0, int((o.cx - o.radius) * size) - 1)
+        x1 = min(size, int((o.cx + o.radius) * size) + 2)
+        y0 = max(0, int((o.cy - o.radius) * size) - 1)
+        y1 = min(size, int((o.cy + o.radius) * size) + 2)
         if x0 >= x1 or y0 >= y1:
             continue
         yy, xx = np.meshgrid(g[2 * y0:2 * y1], g[2 * x0:2 * x1], indexing="ij")
@@ -215,7 +218,8 @@ def render_source(src: SoundSource, t0: float, seconds: float = 1.0,
     elif src.timbre == "drum":  # pitch-dropping thump, four hits a second
         local = np.mod(tp, 0.25)
         tau = 0.03  # pitch falls from 1.6 f to f with this time constant
-        y = np.exp(-local / 0.06) * np.sin(2 * np.pi * f * (local + 0.6 * tau * (1 - np.exp(-local / tau))))
+        phase = 2 * np.pi * f * (local + 0.6 * tau * (1 - np.exp(-local / tau)))
+        y = np.exp(-local / 0.06) * np.sin(phase)
     elif src.timbre == "siren":  # fundamental swept +-25 % at 1.5 Hz
         y = _tone(f * (1 + 0.25 * np.sin(2 * np.pi * 1.5 * tp)), t, [(1, 1.0), (2, 0.3)])
     elif src.timbre == "trill":  # alternates f and 4/3 f eight times a second
@@ -232,19 +236,20 @@ def render_audio(sources: list[SoundSource], t0: float, noise_level: float,
                  sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Mix sources plus a noise floor: float32 (round(seconds*sample_rate),) in [-1, 1].
 
-    noise_level: std of the noise (white + a one-pole low-passed part, so it is not flat).
+    noise_level: std of the noise (white + a part rolled off above 300 Hz, so it is not flat).
     """
     n = int(round(seconds * sample_rate))
+    if n < 2:
+        raise ValueError(f"render_audio: seconds={seconds} at {sample_rate} Hz gives {n} samples; "
+                         "use at least two")
     y = np.zeros(n)
     for s in sources:
         y += render_source(s, t0, seconds, sample_rate)
     white = rng.normal(0, 1, n)
-    low = np.zeros(n)
-    if n:
-        # low-passed noise by spectral shaping (a python loop filter would be slow)
-        spec = np.fft.rfft(rng.normal(0, 1, n))
-        freqs = np.fft.rfftfreq(n, 1 / sample_rate)
-        low = np.fft.irfft(spec / np.sqrt(1 + (freqs / 300.0) ** 2), n)
-        low /= max(low.std(), 1e-9)
+    # low-passed noise by spectral shaping (a python loop filter would be slow)
+    spec = np.fft.rfft(rng.normal(0, 1, n))
+    freqs = np.fft.rfftfreq(n, 1 / sample_rate)
+    low = np.fft.irfft(spec / np.sqrt(1 + (freqs / 300.0) ** 2), n)
+    low /= max(float(low.std()), 1e-9)
     y += noise_level * (0.5 * white + 0.85 * low)
     return np.clip(y, -1, 1).astype(np.float32)

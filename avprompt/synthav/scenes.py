@@ -26,7 +26,7 @@ _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_
 
 @dataclass(frozen=True)
 class WorldSize:
-    """Clip counts. ave/vggsound40k: per class (train, val, test); llp: totals (train, val, test)."""
+    """Clip counts: ave/vggsound40k per class (train, val, test); llp in all (train, val, test)."""
 
     ave_per_class: tuple[int, int, int]
     llp_clips: tuple[int, int, int]
@@ -190,7 +190,10 @@ def sample_truth(size: str | WorldSize, seed: int) -> list[ClipTruth]:
         counters[ds] += 1
         rng = clip_rng(seed, ds, i)
         n_classes = len(KINDS[ds])
-        clip = sample_llp_clip(rng, n_classes) if ds == "llp" else sample_event_clip(rng, n_classes, c)
+        if ds == "llp":
+            clip = sample_llp_clip(rng, n_classes)
+        else:
+            clip = sample_event_clip(rng, n_classes, c)
         clip.dataset, clip.split, clip.video_id, clip.index = ds, split, vid, i
         clips.append(clip)
     return clips

@@ -1,8 +1,8 @@
 """SynthAV vocabulary: attribute words, object kinds and the three disjoint class sets.
 
 An object kind is a 4-tuple of attribute words: two visual (colour, shape) and two audio (pitch,
-timbre). Its class name is the four words in that order, e.g. ``"red star high chime"``, so the image
-text tower can learn the visual half and the audio text tower the audio half.
+timbre). Its class name is the four words in that order, e.g. ``"red star high chime"``, so the
+image text tower can learn the visual half and the audio text tower the audio half.
 
 Zero-shot transfer is possible by names only: the visual pairs (colour, shape) and audio pairs
 (pitch, timbre) of the target classes (AVE- and LLP-format sets) are HELD OUT, they never appear in
@@ -97,8 +97,9 @@ def _spread(pairs: tuple, n: int, step: int) -> list:
 
 
 # Target classes (evaluated few-shot and zero-shot): held-out visual AND audio pairs. Within one set
-# every visual pair and every audio pair is unique, so a class is identified by either modality alone
-# when only one object is present: what makes the task hard is telling WHICH object is the event.
+# every visual pair and every audio pair is unique, so a class is identified by either modality
+# alone when only one object is present: what makes the task hard is telling WHICH object is the
+# event.
 AVE_KINDS: tuple[ObjectKind, ...] = _kinds(list(HELDOUT_VISUAL[:8]), list(HELDOUT_AUDIO[:8]))
 LLP_KINDS: tuple[ObjectKind, ...] = _kinds(
     list(HELDOUT_VISUAL[2:10]), [HELDOUT_AUDIO[(i + 3) % len(HELDOUT_AUDIO)] for i in range(8)])

@@ -4,7 +4,7 @@ Layout under ``out``::
 
     ave/AVE/<VideoID>.mp4, ave/Annotations.txt, ave/{train,val,test}Set.txt, ave/categories.txt
     llp/LLP_dataset/video/<id>.mp4, llp/AVVP_{train,val_pd,test_pd,dataset_full}.csv,
-        llp/AVVP_eval_{audio,visual}.csv
+        llp/AVVP_eval_{audio,visual}.csv, llp/classes.txt
     vggsound40k/video/<video_id>.mp4, vggsound40k/vggsound-avel40k_labels.csv,
         vggsound40k/VggsoundAVEL40kCategories.txt
     ground_truth.json   per clip and segment: which class is visible / audible
@@ -33,7 +33,7 @@ from avprompt.synthav.oracle import TRUTH_FILE, oracle_ceilings
 from avprompt.synthav.render import IMAGE_SIZE, SAMPLE_RATE
 from avprompt.synthav.scenes import KINDS, SIZES, T, ClipTruth, sample_truth
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_FILE = "synthav.json"
 _OWNED = ("ave", "llp", "vggsound40k", TRUTH_FILE, META_FILE, "README.md")
 _MEDIA_DIR = {"ave": "ave/AVE", "llp": "llp/LLP_dataset/video", "vggsound40k": "vggsound40k/video"}
@@ -92,7 +92,8 @@ def _write_ave(out: Path, clips: list[ClipTruth]) -> None:
     names = [k.name for k in KINDS["ave"]]
     d = out / "ave"
     # grouped by class like the original file, so first-appearance order is the class order
-    ordered = sorted(clips, key=lambda c: (c.event, ("train", "val", "test").index(c.split), c.index))
+    split_order = {"train": 0, "val": 1, "test": 2}
+    ordered = sorted(clips, key=lambda c: (c.event, split_order[c.split], c.index))
     row = {id(c): [names[c.event], c.video_id, "good", c.start, c.end] for c in ordered}
     _write_rows(d / "Annotations.txt", [row[id(c)] for c in ordered], "&",
                 ["Category", "VideoID", "Quality", "StartTime", "EndTime"])
@@ -113,6 +114,8 @@ def _write_llp(out: Path, clips: list[ClipTruth]) -> None:
     for split, fname in files.items():
         _write_rows(d / fname, [weak(c) for c in clips if c.split == split], "\t", header)
     _write_rows(d / "AVVP_dataset_full.csv", [weak(c) for c in clips], "\t", header)
+    # the class list in canonical order, also when a small world leaves a class out of the labels
+    (d / "classes.txt").write_text("".join(n + "\n" for n in names))
     for modality in ("audio", "visual"):
         rows = []
         for c in clips:

@@ -1,0 +1,94 @@
+"""Parameter report: trainable vs total parameters per component (DG-SCT paper, table 6 style).
+
+``avprompt methods --params KEY --backbones SPEC --task ave`` prints it. Components are named
+from a method's parameter names: the frozen towers, and for DG-SCT the A2V / V2A prompt
+projections (psi, the token-axis conv + Linear the paper's table 6 blames for most of the growth)
+separately from their attention layers; any other top-level module keeps its own name.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from avprompt.task import TaskSpec
+
+# task name -> level; class names are placeholders (the report depends only on their count)
+TASK_LEVELS = {"ave": ("segment", 28), "ave-cls": ("video", 28), "llp-cls": ("video", 25)}
+
+NAMES = {
+    "encoders.vision": "CLIP image + text towers (frozen)",
+    "encoders.audio": "CLAP audio + text towers (frozen)",
+    "head": "projection heads (E_v, E_a, T_v, T_a)",
+    "ctx": "learnable prompt context",
+    "log_scale": "temperatures",
+    "adapter": "CLIP-Adapter",
+}
+
+
+def component(name: str) -> str:
+    """Component label of one parameter name."""
+    parts = name.split(".")
+    if parts[0] == "encoders" and len(parts) > 1:
+        return NAMES.get(".".join(parts[:2]), "encoders." + parts[1])
+    if parts[0] == "injections" and len(parts) > 3:
+        direction = parts[2].upper()  # a2v | v2a
+        return f"{direction} prompt projection (psi)" if parts[3] == "prompt" else f"{direction} attention + gates"
+    for prefix, label in NAMES.items():
+        if parts[0].startswith(prefix):
+            return label
+    return parts[0]
+
+
+def task_spec(task_name: str, num_segments: int = 10) -> TaskSpec:
+    if task_name not in TASK_LEVELS:
+        raise ValueError(f"--task {task_name!r}: use one of {', '.join(TASK_LEVELS)}")
+    level, k = TASK_LEVELS[task_name]
+    return TaskSpec(task_name, level, tuple(f"class {i}" for i in range(k)), num_segments)
+
+
+def count(method) -> dict:
+    """{"components": [{name, trainable, total}], "trainable", "total"} of a built method."""
+    rows: OrderedDict[str, list[int]] = OrderedDict()
+    seen = set()
+    for name, p in method.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        row = rows.setdefault(component(name), [0, 0])
+        row[0] += p.numel() if p.requires_grad else 0
+        row[1] += p.numel()
+    comps = [{"name": k, "trainable": t, "total": n} for k, (t, n) in rows.items()]
+    return {"components": comps, "trainable": sum(c["trainable"] for c in comps),
+            "total": sum(c["total"] for c in comps)}
+
+
+def parameter_report(method_key: str, backbones_spec: str, task_name: str, **overrides) -> dict:
+    """Build METHOD on BACKBONES for TASK (placeholder class names) and count its parameters."""
+    import torch
+
+    from avprompt.encoders import load_encoders
+    from avprompt.registry import get_method
+
+    cls = get_method(method_key)
+    task = task_spec(task_name)
+    torch.manual_seed(0)
+    method = cls(load_encoders(backbones_spec), task, cls.default_config(**overrides))
+    report = count(method)
+    report.update(method=method_key, backbones=backbones_spec, task=task_name)
+    return report
+
+
+def _m(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n:,}"
+
+
+def format_parameter_report(report: dict) -> str:
+    """A plain-text table: component, trainable, total; then the totals and trainable share."""
+    rows = [(c["name"], _m(c["trainable"]), _m(c["total"])) for c in report["components"]]
+    rows.append(("total", _m(report["trainable"]), _m(report["total"])))
+    w = max(len(r[0]) for r in rows)
+    head = f"{report.get('method', '')} on {report.get('backbones', '')} ({report.get('task', '')})"
+    lines = [head, f"{'component':<{w}}  {'trainable':>10}  {'total':>10}"]
+    lines += [f"{a:<{w}}  {b:>10}  {c:>10}" for a, b, c in rows]
+    share = 100 * report["trainable"] / max(report["total"], 1)
+    lines.append(f"trainable share: {share:.2f}%")
+    return "\n".join(lines)

@@ -1,0 +1,137 @@
+"""The harness end to end on the tiny SynthAV world with tiny backbones: CLI sweep, resume after
+SIGKILL, failed-cell isolation, Ray executor, DDP with gloo."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from avprompt.cli import app
+
+TINY = ["--data", "synthav", "--backbones", "tiny", "--tasks", "ave-cls"]
+
+
+def _bench_env(tiny_world):
+    return {**os.environ, "AVPROMPT_SYNTH_SIZE": "tiny", "OMP_NUM_THREADS": "1"}
+
+
+def test_cli_sweep_writes_json_table_and_png(tiny_world, tmp_path, monkeypatch):
+    monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
+    out = tmp_path / "res"
+    r = CliRunner().invoke(app, ["bench", "--shots", "1", "--methods", "zeroshot-clip,clip-adapter,linear-probe",
+                                 "--modality", "v", "--max-epochs", "2", "--out", str(out), *TINY])
+    assert r.exit_code == 0, r.output
+    files = sorted(out.rglob("seed*.json"))
+    assert len(files) == 3
+    rec = json.loads(files[0].read_text())
+    for field in ("metrics", "config", "class_names", "split_hash", "versions", "timings", "dataset", "backbone"):
+        assert rec[field], field
+    assert (out / "fewshot" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| ave-cls" in r.output and "curves:" in r.output
+    # the report command rebuilds the same table from the files alone
+    rep = CliRunner().invoke(app, ["report", str(out / "fewshot"), "--format", "csv"])
+    assert rep.exit_code == 0 and "clip-adapter@v" in rep.output
+
+
+def test_bad_options_are_one_line_errors(tmp_path):
+    for args, needle in ((["bench", "--shots", "one"], "--shots"), (["bench", "--protocol", "x"], "--protocol"),
+                         (["bench", "--data", str(tmp_path / "nope")], "no such folder")):
+        p = subprocess.run([sys.executable, "-m", "avprompt.cli", *args, "--out", str(tmp_path / "o")],
+                           capture_output=True, text=True, env={**os.environ, "AVPROMPT_SYNTH_SIZE": "tiny"})
+        assert p.returncode == 2, p.stderr
+        assert needle in p.stderr and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_resume_after_sigkill_recomputes_only_missing_cells(tiny_world, tmp_path):
+    out = tmp_path / "res"
+    cmd = [sys.executable, "-m", "avprompt.cli", "bench", "--shots", "1,2,4", "--methods", "clip-adapter",
+           "--modality", "v", "--max-epochs", "2", "--out", str(out), *TINY]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_bench_env(tiny_world))
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(out.rglob("seed*.json")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = {p: p.stat().st_mtime_ns for p in out.rglob("seed*.json")}
+    assert 1 <= len(first) < 3, "kill the sweep after its first cell"
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_bench_env(tiny_world))
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("seed*.json")}
+    assert len(after) == 3
+    assert all(after[p] == t for p, t in first.items()), "a finished cell was recomputed"
+    assert f"{len(first)} already done" in done.stdout
+
+
+def test_failed_cell_is_recorded_and_sweep_goes_on(tiny_world, tmp_path, monkeypatch):
+    plugin = tmp_path / "plugins"
+    plugin.mkdir()
+    (plugin / "nan_method.py").write_text(
+        "import torch\n"
+        "from avprompt.method import Method, MethodConfig\n"
+        "from avprompt.registry import register_method\n"
+        "@register_method('nan-probe')\n"
+        "class NanProbe(Method):\n"
+        "    description = 'diverges on purpose'\n"
+        "    cacheable = True\n"
+        "    def __init__(self, encoders, task, config):\n"
+        "        super().__init__(encoders, task, config)\n"
+        "        self.w = torch.nn.Parameter(torch.zeros(1))\n"
+        "    def segment_logits(self, batch):\n"
+        "        f = self.features(batch, 'v')\n"
+        "        return f[..., :1].expand(*f.shape[:2], self.task.num_outputs) * self.w * float('nan')\n")
+    monkeypatch.setenv("AVPROMPT_METHODS_PATH", str(plugin))
+    monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
+    from avprompt.registry import discover
+    discover(force=True)
+    out = tmp_path / "res"
+    r = CliRunner().invoke(app, ["bench", "--shots", "1", "--methods", "nan-probe,zeroshot-clip",
+                                 "--modality", "v", "--max-epochs", "1", "--out", str(out), *TINY])
+    assert r.exit_code == 1
+    recs = {json.loads(p.read_text())["key"]["method"]: json.loads(p.read_text()) for p in out.rglob("seed*.json")}
+    assert recs["nan-probe"]["status"] == "failed" and "non-finite loss" in recs["nan-probe"]["error"]
+    assert recs["zeroshot-clip"]["status"] == "ok"
+    assert "1 failed" in r.output
+
+
+def test_ray_executor_runs_cells_on_a_local_instance(tiny_world, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
+    from avprompt.bench import BenchConfig, run_bench
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"AVPROMPT_CACHE": os.environ["AVPROMPT_CACHE"], "OMP_NUM_THREADS": "1"}})
+    try:
+        cfg = BenchConfig(shots=[1, 2], tasks=["ave-cls"], methods="linear-probe", modality="v",
+                          backbones="tiny", synth_size="tiny", out=str(tmp_path / "res"), executor="ray")
+        outcome = run_bench(cfg, echo=lambda *_: None)
+    finally:
+        ray.shutdown()
+    assert outcome["ran"] == 2 and outcome["failed"] == 0
+    assert len(list((tmp_path / "res").rglob("seed*.json"))) == 2
+
+
+def test_ddp_gloo_two_processes_match_single_process(tiny_world, tmp_path):
+    import torch
+    common = ["-m", "avprompt.distributed", "--method", "clip-adapter", "--modality", "v", "--backbones", "tiny",
+              "--synth-size", "tiny", "--epochs", "2", "--set", "batch_size=4", "optimizer=sgd", "momentum=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, *common, "--out", str(tmp_path / "one.pt")],
+                            capture_output=True, text=True, env=env)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29533", *common, "--out", str(tmp_path / "two.pt")],
+                         capture_output=True, text=True, env=env)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert json.loads((tmp_path / "two.json").read_text())["world_size"] == 2
+    a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert a.keys() == b.keys() and len(a) > 0
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    # training changed the adapter (the comparison is not between two untouched inits)
