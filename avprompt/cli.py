@@ -62,6 +62,19 @@ def backbones_list(all_open_clip: bool = typer.Option(False, "--all", help="also
     typer.echo("spec: --backbones synthav | tiny | clip=ARCH[@TAG|FILE],clap=ARCH[+roberta][@FILE]")
 
 
+@backbones_app.command("build")
+def backbones_build(world: str = typer.Option("synthav", "--world", help="the world to pre-train on (synthav)"),
+                    out: Optional[str] = typer.Option(None, "--out", help="output folder (default: the package's assets)"),
+                    seed: int = typer.Option(0, "--seed"),
+                    quick: bool = typer.Option(False, "--quick", help="a reduced build (minutes), for checks")):
+    """Pre-train the embedded CLIP/CLAP backbones on the SynthAV caption corpus."""
+    if world != "synthav":
+        fail(f"--world {world!r}: only synthav is supported")
+    from avprompt.synthav.backbones import ASSETS, build_backbones
+    manifest = build_backbones(out or ASSETS, seed=seed, quick=quick)
+    typer.echo(f"backbones written to {out or ASSETS}; zero-shot: {manifest.get('zero_shot', '')}")
+
+
 def _mount_optional_groups():
     """Command groups living in their own modules (each imports no torch at module level)."""
     import importlib

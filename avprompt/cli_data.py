@@ -97,3 +97,16 @@ def export_manifest_cmd(
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     typer.echo(f"wrote {len(index.records)} clips to {path}")
+
+
+@app.command()
+def synth(
+    out: Optional[Path] = typer.Option(None, help="output folder (default: the SynthAV cache folder)"),
+    size: str = typer.Option("small", help="tiny | small | medium"),
+    seed: int = typer.Option(0, help="world seed"),
+    workers: int = typer.Option(2, help="parallel encoder processes"),
+):
+    """Generate the SynthAV world (AVE, LLP and VGG-Sound-40K formats, real mp4 files)."""
+    from avprompt.synthav import default_world_dir, generate_world
+    path = generate_world(out or default_world_dir(size, seed), size=size, seed=seed, workers=workers)
+    typer.echo(f"SynthAV ({size}, seed {seed}) in {path}")

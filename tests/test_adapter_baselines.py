@@ -18,9 +18,8 @@ def build(key, encoders, task, **overrides):
     return cls(encoders, task, cls.default_config(**overrides))
 
 
-def features(encoders, task, n, seed, modalities="v"):
+def features(make_batch, encoders, task, n, seed, modalities="v"):
     """Frozen features of n random clips plus labels (what the engine passes to ``fit``)."""
-    from conftest import make_batch
     batch = make_batch(encoders, task, batch_size=n, seed=seed)
     out = {k: v for k, v in batch.items() if k not in ("frames", "audio")}
     for m in modalities:
@@ -43,8 +42,8 @@ def separable(task, n, dim=32, seed=0, noise=0.3):
 
 
 # ----- CLIP-Adapter -------------------------------------------------------------------------
-def test_clip_adapter_width_and_ratio_semantics(tiny_encoders):
-    feats = features(tiny_encoders, SEG, 2, seed=1)
+def test_clip_adapter_width_and_ratio_semantics(tiny_encoders, batch_factory):
+    feats = features(batch_factory, tiny_encoders, SEG, 2, seed=1)
     d = tiny_encoders.vision.embed_dim
     zs = build("zeroshot-clip", tiny_encoders, SEG).eval()(feats)
     ad = build("clip-adapter", tiny_encoders, SEG).eval()
@@ -64,8 +63,8 @@ def test_clip_adapter_width_and_ratio_semantics(tiny_encoders):
         assert not torch.allclose(ad(feats), zs, atol=1e-3)
 
 
-def test_clip_adapter_av_is_mean_of_branches(tiny_encoders):
-    feats = features(tiny_encoders, VID, 2, seed=2, modalities="va")
+def test_clip_adapter_av_is_mean_of_branches(tiny_encoders, batch_factory):
+    feats = features(batch_factory, tiny_encoders, VID, 2, seed=2, modalities="va")
     av = build("clip-adapter", tiny_encoders, VID, modality="av").eval()
     assert set(av.adapters) == {"v", "a"}
     with torch.no_grad():
@@ -81,8 +80,8 @@ def test_clip_adapter_rejects_bad_ratio(tiny_encoders):
 
 # ----- Tip-Adapter --------------------------------------------------------------------------
 @pytest.mark.parametrize("task", [SEG, VID], ids=["segment", "video"])
-def test_tip_adapter_cache_shapes(task, tiny_encoders):
-    train = features(tiny_encoders, task, 4, seed=3, modalities="va")
+def test_tip_adapter_cache_shapes(task, tiny_encoders, batch_factory):
+    train = features(batch_factory, tiny_encoders, task, 4, seed=3, modalities="va")
     tip = build("tip-adapter", tiny_encoders, task, modality="av", search=False)
     out = tip.fit(train, None)
     n_keys = 4 * task.num_segments if task.level == "segment" else 4
@@ -97,8 +96,8 @@ def test_tip_adapter_cache_shapes(task, tiny_encoders):
     assert torch.equal(tip.values_v.argmax(-1), labels)
 
 
-def test_tip_adapter_alpha_zero_is_zero_shot(tiny_encoders):
-    train, test = features(tiny_encoders, SEG, 4, seed=4), features(tiny_encoders, SEG, 2, seed=5)
+def test_tip_adapter_alpha_zero_is_zero_shot(tiny_encoders, batch_factory):
+    train, test = features(batch_factory, tiny_encoders, SEG, 4, seed=4), features(batch_factory, tiny_encoders, SEG, 2, seed=5)
     zs = build("zeroshot-clip", tiny_encoders, SEG).eval()
     tip = build("tip-adapter", tiny_encoders, SEG, alpha=0.0, search=False)
     tip.fit(train, None)
@@ -108,9 +107,9 @@ def test_tip_adapter_alpha_zero_is_zero_shot(tiny_encoders):
         assert not torch.allclose(tip(test), zs(test), atol=1e-3)
 
 
-def test_tip_adapter_search_reports_validation_accuracy(tiny_encoders):
+def test_tip_adapter_search_reports_validation_accuracy(tiny_encoders, batch_factory):
     from avprompt.baselines.tip_adapter import accuracy
-    train, val = features(tiny_encoders, SEG, 4, seed=6), features(tiny_encoders, SEG, 3, seed=7)
+    train, val = features(batch_factory, tiny_encoders, SEG, 4, seed=6), features(batch_factory, tiny_encoders, SEG, 3, seed=7)
     tip = build("tip-adapter", tiny_encoders, SEG, search_beta_steps=10, search_alpha_steps=5)
     out = tip.fit(train, val)
     assert out["alpha_v"] == pytest.approx(float(tip.alpha_v)) and 0.1 <= out["alpha_v"] < 5.0
@@ -130,8 +129,8 @@ def test_tip_adapter_nearest_key_wins_with_sharp_cache(tiny_encoders):
 
 
 @pytest.mark.parametrize("key", ["tip-adapter", "tip-adapter-f"])
-def test_tip_adapter_state_loads_into_unfitted_instance(key, tiny_encoders):
-    train, test = features(tiny_encoders, SEG, 4, seed=8), features(tiny_encoders, SEG, 2, seed=9)
+def test_tip_adapter_state_loads_into_unfitted_instance(key, tiny_encoders, batch_factory):
+    train, test = features(batch_factory, tiny_encoders, SEG, 4, seed=8), features(batch_factory, tiny_encoders, SEG, 2, seed=9)
     fitted = build(key, tiny_encoders, SEG, search_beta_steps=4, search_alpha_steps=3)
     fitted.fit(train, train)
     fresh = build(key, tiny_encoders, SEG)
@@ -142,8 +141,8 @@ def test_tip_adapter_state_loads_into_unfitted_instance(key, tiny_encoders):
         assert torch.allclose(fresh.eval()(test), fitted.eval()(test), atol=1e-5)
 
 
-def test_tip_adapter_f_trains_only_the_keys(tiny_encoders):
-    train = features(tiny_encoders, VID, 4, seed=10)
+def test_tip_adapter_f_trains_only_the_keys(tiny_encoders, batch_factory):
+    train = features(batch_factory, tiny_encoders, VID, 4, seed=10)
     tipf = build("tip-adapter-f", tiny_encoders, VID, search=False)
     tipf.fit(train, None)
     params = tipf.trainable_parameters()
@@ -185,8 +184,8 @@ def test_linear_probe_binary_and_absent_classes(tiny_encoders):
     assert torch.all(logits[:, 2] < -1e3)
 
 
-def test_linear_probe_av_concatenates_branches(tiny_encoders):
-    train = features(tiny_encoders, VID, 6, seed=11, modalities="va")
+def test_linear_probe_av_concatenates_branches(tiny_encoders, batch_factory):
+    train = features(batch_factory, tiny_encoders, VID, 6, seed=11, modalities="va")
     probe = build("linear-probe", tiny_encoders, VID, modality="av")
     d = tiny_encoders.vision.embed_dim + tiny_encoders.audio.embed_dim
     assert probe.coef.shape == (VID.num_outputs, d)

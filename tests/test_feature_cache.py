@@ -14,10 +14,9 @@ IDS = ["vid_a", "vid b/1", "vid_c", "vid_d"]  # odd characters: file names must 
 
 
 @pytest.fixture
-def clips(tiny_encoders):
+def clips(tiny_encoders, batch_factory):
     """Deterministic inputs per clip id and a loader that records which ids it was asked for."""
-    from conftest import make_batch
-    data = {cid: make_batch(tiny_encoders, TASK, batch_size=1, seed=i) for i, cid in enumerate(IDS)}
+    data = {cid: batch_factory(tiny_encoders, TASK, batch_size=1, seed=i) for i, cid in enumerate(IDS)}
     calls = []
 
     def loader(ids, batch_size=3):

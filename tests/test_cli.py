@@ -1,0 +1,42 @@
+"""The command line: fast help without torch, listing commands, one-line errors."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from avprompt.cli import app
+
+
+def test_help_imports_no_torch_and_shows_every_group():
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom avprompt.cli import app\n"
+            "r = CliRunner().invoke(app, ['--help'])\nprint(r.output)\n"
+            "print('TORCH_LOADED' if 'torch' in sys.modules else 'NO_TORCH')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert "NO_TORCH" in out
+    for group in ("bench", "zeroshot", "report", "methods", "data", "backbones"):
+        assert group in out
+
+
+def test_methods_lists_registry_with_modalities():
+    r = CliRunner().invoke(app, ["methods"])
+    assert r.exit_code == 0
+    for key in ("dg-sct", "coop", "cocoop", "clip-adapter", "maple", "tip-adapter", "linear-probe", "zeroshot-clip"):
+        assert key in r.output
+    assert "[av" in r.output and "[v|a|av" in r.output
+
+
+def test_backbones_list_names_architectures_and_weight_sources():
+    r = CliRunner().invoke(app, ["backbones", "list"])
+    assert r.exit_code == 0
+    assert "avp-vit-synthav" in r.output and "HTSAT-base" in r.output and "ViT-B-32" in r.output
+
+
+def test_unknown_method_pattern_and_unknown_option_are_one_line_errors():
+    env = {**os.environ}
+    p = subprocess.run([sys.executable, "-m", "avprompt.cli", "methods", "no-such-*"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
+    p = subprocess.run([sys.executable, "-m", "avprompt.cli", "methods", "--nope"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "--nope" in p.stderr
