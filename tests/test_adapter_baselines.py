@@ -97,7 +97,8 @@ def test_tip_adapter_cache_shapes(task, tiny_encoders, batch_factory):
 
 
 def test_tip_adapter_alpha_zero_is_zero_shot(tiny_encoders, batch_factory):
-    train, test = features(batch_factory, tiny_encoders, SEG, 4, seed=4), features(batch_factory, tiny_encoders, SEG, 2, seed=5)
+    train = features(batch_factory, tiny_encoders, SEG, 4, seed=4)
+    test = features(batch_factory, tiny_encoders, SEG, 2, seed=5)
     zs = build("zeroshot-clip", tiny_encoders, SEG).eval()
     tip = build("tip-adapter", tiny_encoders, SEG, alpha=0.0, search=False)
     tip.fit(train, None)
@@ -109,7 +110,8 @@ def test_tip_adapter_alpha_zero_is_zero_shot(tiny_encoders, batch_factory):
 
 def test_tip_adapter_search_reports_validation_accuracy(tiny_encoders, batch_factory):
     from avprompt.baselines.tip_adapter import accuracy
-    train, val = features(batch_factory, tiny_encoders, SEG, 4, seed=6), features(batch_factory, tiny_encoders, SEG, 3, seed=7)
+    train = features(batch_factory, tiny_encoders, SEG, 4, seed=6)
+    val = features(batch_factory, tiny_encoders, SEG, 3, seed=7)
     tip = build("tip-adapter", tiny_encoders, SEG, search_beta_steps=10, search_alpha_steps=5)
     out = tip.fit(train, val)
     assert out["alpha_v"] == pytest.approx(float(tip.alpha_v)) and 0.1 <= out["alpha_v"] < 5.0
@@ -130,7 +132,8 @@ def test_tip_adapter_nearest_key_wins_with_sharp_cache(tiny_encoders):
 
 @pytest.mark.parametrize("key", ["tip-adapter", "tip-adapter-f"])
 def test_tip_adapter_state_loads_into_unfitted_instance(key, tiny_encoders, batch_factory):
-    train, test = features(batch_factory, tiny_encoders, SEG, 4, seed=8), features(batch_factory, tiny_encoders, SEG, 2, seed=9)
+    train = features(batch_factory, tiny_encoders, SEG, 4, seed=8)
+    test = features(batch_factory, tiny_encoders, SEG, 2, seed=9)
     fitted = build(key, tiny_encoders, SEG, search_beta_steps=4, search_alpha_steps=3)
     fitted.fit(train, train)
     fresh = build(key, tiny_encoders, SEG)

@@ -93,5 +93,17 @@ def index_stats(index: DatasetIndex, protocol: str = "standard") -> dict:
 
 
 def stats(dataset: str, root: str | Path | None, protocol: str = "standard") -> dict:
-    """Statistics of ``dataset`` (a name or ``manifest:FILE``) read from ``root``."""
-    return index_stats(load_dataset(dataset, root), protocol)
+    """Statistics of ``dataset`` (a name or ``manifest:FILE``) read from ``root``.
+
+    For a SynthAV world (``synthav.json`` beside the dataset folder) the generator's oracle
+    ceilings (visual-only, audio-only, audio-visual accuracy from the ground truth) are added.
+    """
+    out = index_stats(load_dataset(dataset, root), protocol)
+    if root is not None:
+        meta = Path(root).parent / "synthav.json"
+        if meta.is_file():
+            import json
+            info = json.loads(meta.read_text())
+            out["synthav"] = {"seed": info.get("seed"), "size": info.get("size"),
+                              "oracle_ceilings": info.get("oracle_ceilings", {})}
+    return out

@@ -28,7 +28,7 @@ class CellPlan:
     seed: int
     protocol: str = "standard"
     overrides: dict = dataclasses.field(default_factory=dict)
-    max_epochs: int | None = None  # cap (embedded quick sweeps); None = the method's own epochs
+    max_epochs: int | None = None  # cap (embedded quick sweeps); None or 0 = the method's own epochs
     patience: int = 0
     checkpoint_in: str | None = None  # trained state to start from (zero-shot transfer)
 
@@ -36,8 +36,9 @@ class CellPlan:
 def method_config(cls, plan: CellPlan):
     cfg = cls.default_config(modality=plan.modality)
     cfg = apply_overrides(cfg, plan.overrides, where=f"overrides for {cls.key}")
-    epochs = cfg.epochs_for(plan.shots) if hasattr(cfg, "epochs_for") else cfg.epochs
-    if plan.max_epochs is not None:
+    shots_known = plan.shots is not None
+    epochs = cfg.epochs_for(plan.shots) if hasattr(cfg, "epochs_for") and shots_known else cfg.epochs
+    if plan.max_epochs:
         epochs = min(epochs, plan.max_epochs)
     return cfg, epochs
 

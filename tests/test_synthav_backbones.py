@@ -1,0 +1,121 @@
+"""Pre-training of the embedded SynthAV backbones: the loss, a reduced build (tiny towers, a few
+steps) that writes weights + manifest which reload through the public spec, and the shipped files."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from avprompt.encoders import load_encoders
+from avprompt.encoders.factory import SYNTHAV_WEIGHTS
+from avprompt.synthav.backbones import FILES, QUICK, build_backbones
+from avprompt.synthav.corpus import caption_corpus
+from avprompt.synthav.pretrain import (PretrainConfig, make_captions, multi_positive_infonce,
+                                       tower_data, train_tower)
+
+MINI = replace(QUICK, clip=PretrainConfig(steps=6, batch_size=16, lr=2e-3, warmup=2),
+               clap=PretrainConfig(steps=4, batch_size=16, lr=2e-3, warmup=2),
+               train_items=48, eval_items=16, eval_seeds=1)
+
+
+def test_infonce_is_clip_loss_without_duplicates_and_pools_positives():
+    g = torch.Generator().manual_seed(0)
+    x = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    t = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    scale = torch.tensor(10.0)
+    logits = scale * x @ t.t()
+    clip = 0.5 * (F.cross_entropy(logits, torch.arange(5)) + F.cross_entropy(logits.t(), torch.arange(5)))
+    assert torch.allclose(multi_positive_infonce(x, t, list("abcde"), scale), clip, atol=1e-6)
+    # two items with the same caption key: matching either caption is right, so pairing each
+    # item with the OTHER duplicate's caption costs no more than pairing it with its own
+    keys = ["a", "a", "b", "c", "d"]
+    swapped = t[[1, 0, 2, 3, 4]]
+    assert torch.allclose(multi_positive_infonce(x, t, keys, scale),
+                          multi_positive_infonce(x, swapped, keys, scale), atol=1e-6)
+    assert multi_positive_infonce(x, x, keys, scale) < multi_positive_infonce(x, t, keys, scale)
+
+
+def test_captions_name_the_items_own_words():
+    rng = np.random.default_rng(0)
+    caps = make_captions([("red", "star")] * 20, [("high", "chime")] * 20, rng, "v", 0.5)
+    assert all("red star" in c for c in caps)
+    assert any("red star high chime" in c for c in caps) and any("chime" not in c for c in caps)
+    caps = make_captions([("low", "drum")] * 20, [("blue", "ring")] * 20, rng, "a", 1.0)
+    assert all(c.count("blue ring low drum") == 1 for c in caps)
+
+
+def test_training_lowers_loss_and_leaves_tower_frozen():
+    torch.manual_seed(0)
+    tower = load_encoders("clip=avp-vit-tiny", modalities="v").vision
+    corpus = caption_corpus(16, seed=3, image_size=tower.image_size)
+    data = tower_data(corpus, "v", tower)
+    caps = [f"a {a} {b}" for a, b in data.pairs]
+
+    def loss():
+        with torch.no_grad():
+            x = F.normalize(tower.encode(data.inputs), dim=-1)
+            t = F.normalize(tower.text.encode(caps), dim=-1)
+            return float(multi_positive_infonce(x, t, data.pairs, tower.logit_scale))
+
+    before = loss()
+    log = train_tower(tower, data, PretrainConfig(steps=12, batch_size=16, lr=3e-3, warmup=2,
+                                                  full_name_prob=0.0), seed=0, log=lambda s: None)
+    assert loss() < before - 0.1
+    assert log["steps_done"] == 12 and not log["stopped_early"]
+    assert not any(p.requires_grad for p in tower.model.parameters()) and not tower.model.training
+
+
+@pytest.fixture(scope="module")
+def mini_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("backbones")
+    return out, build_backbones(out, minutes_budget=5, seed=1, quick=True, log=lambda s: None, plan=MINI)
+
+
+def test_reduced_build_writes_files_and_manifest(mini_build):
+    out, manifest = mini_build
+    on_disk = json.loads((out / FILES["manifest"]).read_text())
+    assert on_disk == manifest
+    assert manifest["seed"] == 1 and len(manifest["corpus"]["sha256"]) == 64
+    for kind in ("clip", "clap"):
+        tower = manifest["towers"][kind]
+        assert (out / tower["file"]).stat().st_size == tower["bytes"]
+        assert tower["train"]["steps_done"] == getattr(MINI, kind).steps
+        for key in ("seen", "heldout", "ave", "llp"):
+            zs = tower["zero_shot"][key]
+            assert 0.0 <= zs["accuracy"]["mean"] <= 1.0 and zs["items"] > 0
+            assert zs["chance"] == pytest.approx(1 / zs["classes"], abs=1e-4)
+        assert tower["zero_shot"]["ave"]["classes"] == 8
+
+
+def test_reduced_build_reloads_through_the_spec(mini_build):
+    out, manifest = mini_build
+    clip, clap = (manifest["towers"][k] for k in ("clip", "clap"))
+    enc = load_encoders(f"clip={clip['arch']}@{out / clip['file']},clap={clap['arch']}@{out / clap['file']}")
+    assert all(p.dtype == torch.float32 for p in enc.parameters())
+    # trained weights, not the random initialisation of the same architecture
+    torch.manual_seed(1)
+    fresh = load_encoders(f"clip={clip['arch']}")
+    assert float(enc.vision.model.logit_scale) != float(fresh.vision.model.logit_scale)
+    x = torch.randn(2, 3, enc.vision.image_size, enc.vision.image_size)
+    assert not torch.allclose(enc.vision.encode(x), fresh.vision.encode(x))
+    with pytest.raises(ValueError, match="do not fit architecture"):
+        load_encoders(f"clip=avp-vit-synthav@{out / clip['file']}")
+
+
+def test_shipped_backbones_load_and_fit_the_size_limit():
+    paths = [p for _, p in SYNTHAV_WEIGHTS.values()]
+    manifest_path = paths[0].parent / FILES["manifest"]
+    if not all(p.exists() for p in paths + [manifest_path]):
+        pytest.skip("shipped backbones not built yet: run `avprompt backbones build --world synthav`")
+    assert sum(p.stat().st_size for p in paths) <= 20 * 2**20
+    manifest = json.loads(manifest_path.read_text())
+    assert not manifest["quick"]
+    enc = load_encoders("synthav")
+    assert all(p.dtype == torch.float32 for p in enc.parameters())
+    for kind, tower in (("clip", enc.vision), ("clap", enc.audio)):
+        assert manifest["towers"][kind]["arch"] == tower.arch
+        assert float(tower.logit_scale) == pytest.approx(manifest["towers"][kind]["logit_scale"], rel=1e-2)
