@@ -56,6 +56,7 @@ class Workspace:
         self._clips: dict[str, object] = {}
         self._features: dict[tuple, dict] = {}
         self._encoders = None
+        self._fc = None
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -118,19 +119,25 @@ class Workspace:
         return self._clips[index.name]
 
     def features(self, task: str, modality: str, records) -> torch.Tensor:
-        """Frozen pooled features (N, T, D) of ``records``, each clip encoded once per process
-        (and once per backbone + preprocessing on disk when the feature cache is on)."""
+        """Frozen pooled features (N, T, D) of ``records``: each clip is encoded once per backbone
+        and preprocessing, kept on disk (``engine.feature_cache``) and reused by every method,
+        shot count and seed; keyed by the data location too, so two datasets named "ave" never
+        share features."""
+        from avprompt.engine.feature_cache import FeatureCache
+
         index = self.index(task)
-        key = (index.name, modality)
-        store = self._features.setdefault(key, {})
-        missing = [r for r in records if r.clip_id not in store]
-        if missing:
+        if self._fc is None:
+            import tempfile
+            root = cache_root() / "features" if self.use_feature_cache else tempfile.mkdtemp(prefix="avp-feat-")
+            self._fc = FeatureCache(root, memory=True)
+        by_id = {r.clip_id: r for r in records}
+
+        def loader(missing):
             clips = self.clips(task)
-            enc = self.encoders
             for s in range(0, len(missing), 16):
-                chunk = missing[s: s + 16]
-                batch = {k: v.to(self.device) for k, v in clips.inputs(chunk, modality).items()}
-                feats = enc.encode(batch, modality).float().cpu()
-                for r, f in zip(chunk, feats):
-                    store[r.clip_id] = f
-        return torch.stack([store[r.clip_id] for r in records])
+                chunk = [by_id[c] for c in missing[s: s + 16]]
+                yield {k: v.to(self.device) for k, v in clips.inputs(chunk, modality).items()}
+
+        return self._fc.get_or_compute(self.encoders, modality, [r.clip_id for r in records], loader,
+                                       dataset=f"{self.data_id}/{index.name}",
+                                       preprocessing={"segments": 10, "frame_rule": "segment centre"})
