@@ -14,7 +14,7 @@ from avprompt.encoders import load_encoders
 from avprompt.encoders.factory import SYNTHAV_WEIGHTS
 from avprompt.synthav.backbones import FILES, QUICK, build_backbones
 from avprompt.synthav.corpus import caption_corpus
-from avprompt.synthav.pretrain import (PretrainConfig, make_captions, multi_positive_infonce,
+from avprompt.synthav.pretrain import (PretrainConfig, make_captions, multi_positive_infonce, positives,
                                        tower_data, train_tower)
 
 MINI = replace(QUICK, clip=PretrainConfig(steps=6, batch_size=16, lr=2e-3, warmup=2),
@@ -41,11 +41,24 @@ def test_infonce_is_clip_loss_without_duplicates_and_pools_positives():
 
 def test_captions_name_the_items_own_words():
     rng = np.random.default_rng(0)
-    caps = make_captions([("red", "star")] * 20, [("high", "chime")] * 20, rng, "v", 0.5)
-    assert all("red star" in c for c in caps)
+    caps, named = make_captions([("red", "star")] * 30, [("high", "chime")] * 30, rng, "v", 0.3, 0.3)
+    assert all(any(w in c for w in ("red", "star")) for c in caps)
     assert any("red star high chime" in c for c in caps) and any("chime" not in c for c in caps)
-    caps = make_captions([("low", "drum")] * 20, [("blue", "ring")] * 20, rng, "a", 1.0)
-    assert all(c.count("blue ring low drum") == 1 for c in caps)
+    assert {m for m in named} == {("red", "star"), ("red",), ("star",)}
+    caps, named = make_captions([("low", "drum")] * 20, [("blue", "ring")] * 20, rng, "a", 1.0)
+    assert all(c.count("blue ring low drum") == 1 for c in caps) and set(named) == {("low", "drum")}
+
+
+def test_single_word_captions_match_every_item_with_that_word():
+    pos = positives([("red", "star"), ("red", "ring"), ("blue", "star")],
+                    [("red", "star"), ("red",), ("star",)])
+    assert pos.tolist() == [[1, 1, 1], [0, 1, 0], [0, 0, 1]]
+    g = torch.Generator().manual_seed(1)
+    x = F.normalize(torch.randn(3, 8, generator=g), dim=-1)
+    # a positive matrix from equal keys gives the same loss as the keys themselves
+    keys = [("a",), ("a",), ("b",)]
+    assert torch.allclose(multi_positive_infonce(x, x, keys, torch.tensor(5.0)),
+                          multi_positive_infonce(x, x, positives(keys, keys), torch.tensor(5.0)))
 
 
 def test_training_lowers_loss_and_leaves_tower_frozen():
@@ -63,7 +76,7 @@ def test_training_lowers_loss_and_leaves_tower_frozen():
 
     before = loss()
     log = train_tower(tower, data, PretrainConfig(steps=12, batch_size=16, lr=3e-3, warmup=2,
-                                                  full_name_prob=0.0), seed=0, log=lambda s: None)
+                                                  full_name_prob=0.0, word_prob=0.0), seed=0, log=lambda s: None)
     assert loss() < before - 0.1
     assert log["steps_done"] == 12 and not log["stopped_early"]
     assert not any(p.requires_grad for p in tower.model.parameters()) and not tower.model.training

@@ -34,7 +34,9 @@ class PretrainConfig:
     warmup: int = 50
     # probability that a caption also names the other modality's two words (the full class-name form
     # "red star high chime"): the text tower learns to read its own modality's words in class names.
-    full_name_prob: float = 0.4
+    full_name_prob: float = 0.3
+    # probability that a caption names a single word (its positives: all items with that word)
+    word_prob: float = 0.3
 
 
 @dataclass
@@ -63,32 +65,53 @@ def tower_data(corpus: dict, modality: str, tower) -> TowerData:
     return TowerData(torch.from_numpy(corpus["audio"]).float(), aud, vis)
 
 
-def make_captions(pairs, other, rng: np.random.Generator, modality: str, full_name_prob: float) -> list[str]:
-    """One random caption per item: a template around its two words (sometimes all four words)."""
+def make_captions(pairs, other, rng: np.random.Generator, modality: str, full_name_prob: float,
+                  word_prob: float = 0.0) -> tuple[list[str], list[tuple[str, ...]]]:
+    """One random caption per item and the own-modality words it names.
+
+    A template around the item's two words; with ``full_name_prob`` all four words (class-name
+    form), with ``word_prob`` only one of its two words ("a photo of a red."): such captions match
+    every item sharing that word, which teaches the text tower single words, the basis of zero-shot
+    transfer to unseen combinations.
+    """
     templates = IMAGE_TEMPLATES if modality == "v" else AUDIO_TEMPLATES
-    out = []
+    caps, named = [], []
     for own, oth in zip(pairs, other):
-        words = " ".join(own)
-        if rng.random() < full_name_prob:
+        words, mention = " ".join(own), tuple(own)
+        r = rng.random()
+        if r < word_prob:
+            mention = (own[int(rng.integers(2))],)
+            words = mention[0]
+        elif r < word_prob + full_name_prob:
             words = " ".join(own + oth) if modality == "v" else " ".join(oth + own)
-        out.append(templates[int(rng.integers(len(templates)))].format(words))
-    return out
+        caps.append(templates[int(rng.integers(len(templates)))].format(words))
+        named.append(mention)
+    return caps, named
 
 
-def multi_positive_infonce(x: torch.Tensor, t: torch.Tensor, keys: list, scale: torch.Tensor) -> torch.Tensor:
+def positives(pairs: list[tuple[str, ...]], named: list[tuple[str, ...]]) -> torch.Tensor:
+    """(B, B) float: [i, j] = 1 when caption j names only words item i has."""
+    return torch.tensor([[float(set(m) <= set(p)) for m in named] for p in pairs])
+
+
+def multi_positive_infonce(x: torch.Tensor, t: torch.Tensor, keys: list | torch.Tensor,
+                           scale: torch.Tensor) -> torch.Tensor:
     """Symmetric InfoNCE with multi-positive targets.
 
     x: (B, D) image/audio features; t: (B, D) caption features (both L2-normalised); keys: B hashable
-    labels (items with equal keys are mutual positives); scale: exp'd temperature. Each row's target
-    spreads its mass uniformly over its positives (exactly CLIP's loss when all keys differ).
+    labels (items with equal keys are mutual positives) or a (B, B) positive matrix [item, caption]
+    (see ``positives``); scale: exp'd temperature. Each row's target spreads its mass uniformly over
+    its positives (exactly CLIP's loss when all keys differ).
     """
-    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-    lab = torch.tensor([ids[k] for k in keys], device=x.device)
-    pos = (lab[:, None] == lab[None, :]).float()
-    target = pos / pos.sum(1, keepdim=True)
+    if isinstance(keys, torch.Tensor):
+        pos = keys.to(x.device, x.dtype)
+    else:
+        ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        lab = torch.tensor([ids[k] for k in keys], device=x.device)
+        pos = (lab[:, None] == lab[None, :]).to(x.dtype)
     logits = scale * x @ t.t()
-    loss_x = -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
-    loss_t = -(target * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
+    loss_x = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    loss_t = -(pos.t() / pos.t().sum(1, keepdim=True) * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
     return 0.5 * (loss_x + loss_t)
 
 
@@ -138,16 +161,17 @@ def train_tower(tower, data: TowerData, cfg: PretrainConfig, seed: int,
             g["lr"] = lr_at(step, max(frac, tfrac))
         idx = rng.choice(n, size=min(cfg.batch_size, n), replace=False)
         pairs = [data.pairs[i] for i in idx]
-        caps = make_captions(pairs, [data.other[i] for i in idx], rng, tower.modality, cfg.full_name_prob)
+        caps, named = make_captions(pairs, [data.other[i] for i in idx], rng, tower.modality,
+                                    cfg.full_name_prob, cfg.word_prob)
         x = F.normalize(tower.encode(data.inputs[torch.from_numpy(idx)]), dim=-1)
         t = F.normalize(tower.text.encode(caps), dim=-1)
-        loss = multi_positive_infonce(x, t, pairs, scale.exp())
+        loss = multi_positive_infonce(x, t, positives(pairs, named), scale.exp())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             scale.clamp_(0, MAX_LOG_SCALE)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 100 == 0 or step == cfg.steps - 1:
             rate = (step + 1) * cfg.batch_size / (time.monotonic() - t0)
             log(f"  step {step:5d} loss {np.mean(losses[-50:]):.3f} scale {float(scale.exp()):.1f} "
