@@ -36,7 +36,11 @@ class BenchConfig:
     executor: str = "local"
     address: str | None = None
     device: str = "auto"
-    max_epochs: int | None = 10  # cap on every method's epochs (None: the methods' reference epochs)
+    # Caps on the methods' own epochs (0 or None: the methods' reference epochs). Cached-feature
+    # methods cost seconds per epoch; in-network methods (DG-SCT, MaPLe) cost ~0.05-0.2 s per clip
+    # per epoch on the embedded backbones (2 CPU cores), hence a tighter default cap for them.
+    max_epochs: int | None = 50
+    max_epochs_in_network: int | None = 4
     patience: int = 0
     synth_size: str = dataclasses.field(default_factory=lambda: os.environ.get("AVPROMPT_SYNTH_SIZE", "small"))
     workers: int = 1
@@ -91,8 +95,9 @@ def plan_cells(cfg: BenchConfig) -> list:
             for mod in mods:
                 for k in shots:
                     for seed in seeds:
+                        cap = cfg.max_epochs if cls.cacheable else cfg.max_epochs_in_network
                         cells.append(CellPlan(task, key, mod, k, seed, cfg.protocol,
-                                              dict(cfg.overrides.get(key, {})), cfg.max_epochs, cfg.patience))
+                                              dict(cfg.overrides.get(key, {})), cap, cfg.patience))
     cells.sort(key=lambda c: (get_method(c.method).cacheable is False, c.method, c.task, c.modality, c.shots, c.seed))
     return cells
 
@@ -103,17 +108,17 @@ def cell_key(cfg: BenchConfig, plan, backbone_name: str):
 
 
 def estimate_seconds(plans, n_train_per_shot: int = 8) -> float:
-    """Rough CPU estimate: in-network methods ~0.06 s per clip per epoch on the embedded
-    backbones (fwd+bwd through both towers, measured), cached methods ~1 s per cell."""
+    """Rough CPU estimate (2 cores, embedded backbones, measured): in-network methods ~0.15 s per
+    clip per epoch (fwd+bwd through both towers) plus evaluation, cached methods ~1.5 s per cell."""
     from avprompt.registry import get_method
     total = 0.0
     for p in plans:
         cls = get_method(p.method)
         if cls.cacheable:
-            total += 1.0
+            total += 1.5
         else:
             epochs = p.max_epochs or 10
-            total += 0.06 * n_train_per_shot * p.shots * epochs + 10
+            total += 0.15 * n_train_per_shot * p.shots * epochs + 3 * epochs + 5
     return total
 
 

@@ -32,7 +32,9 @@ def bench_command(
     executor: Optional[str] = typer.Option(None, "--executor", help="local | ray"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray address (e.g. auto)"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
-    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="cap every method's epochs"),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="cap cached-feature methods' epochs (0: none)"),
+    max_epochs_in_network: Optional[int] = typer.Option(None, "--max-epochs-in-network",
+                                                        help="cap DG-SCT's / MaPLe's epochs (0: none)"),
     config: Optional[str] = typer.Option(None, "--config", help="suite file (TOML/YAML, flat)"),
     suite: Optional[str] = typer.Option(None, "--suite", help="suite name (result sub-folder)"),
 ):
@@ -48,7 +50,8 @@ def bench_command(
     cfg = BenchConfig.from_sources(
         config, shots=_ints(shots, "--shots"), tasks=_strs(tasks), methods=methods, seeds=_ints(seeds, "--seeds"),
         data=data, backbones=backbones, protocol=protocol, modality=modality, out=out, executor=executor,
-        address=address, device=device, max_epochs=max_epochs, suite=suite)
+        address=address, device=device, max_epochs=max_epochs, max_epochs_in_network=max_epochs_in_network,
+        suite=suite)
     outcome = run_bench(cfg, echo=typer.echo)
     if outcome["failed"]:
         raise typer.Exit(1)

@@ -3,6 +3,7 @@ steps) that writes weights + manifest which reload through the public spec, and 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -75,11 +76,27 @@ def test_training_lowers_loss_and_leaves_tower_frozen():
             return float(multi_positive_infonce(x, t, data.pairs, tower.logit_scale))
 
     before = loss()
-    log = train_tower(tower, data, PretrainConfig(steps=12, batch_size=16, lr=3e-3, warmup=2,
-                                                  full_name_prob=0.0, word_prob=0.0), seed=0, log=lambda s: None)
+    cfg = PretrainConfig(steps=12, batch_size=16, lr=3e-3, warmup=2, full_name_prob=0.0, word_prob=0.0)
+    log = train_tower(tower, data, cfg, seed=0, log=lambda s: None)
     assert loss() < before - 0.1
     assert log["steps_done"] == 12 and not log["stopped_early"]
     assert not any(p.requires_grad for p in tower.model.parameters()) and not tower.model.training
+    # a deadline already past: no step is taken and the log says so
+    log = train_tower(tower, data, PretrainConfig(steps=5, batch_size=8), seed=0,
+                      deadline=time.monotonic() - 1, log=lambda s: None)
+    assert log["steps_done"] == 0 and log["stopped_early"]
+
+
+def test_training_is_reproducible_for_a_seed():
+    corpus = caption_corpus(16, seed=4, image_size=32)
+    states = []
+    for _ in range(2):
+        torch.manual_seed(2)
+        tower = load_encoders("clip=avp-vit-tiny", modalities="v").vision
+        train_tower(tower, tower_data(corpus, "v", tower), PretrainConfig(steps=3, batch_size=8, warmup=1),
+                    seed=5, deadline=time.monotonic() + 600, log=lambda s: None)
+        states.append(tower.model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +124,8 @@ def test_reduced_build_writes_files_and_manifest(mini_build):
 def test_reduced_build_reloads_through_the_spec(mini_build):
     out, manifest = mini_build
     clip, clap = (manifest["towers"][k] for k in ("clip", "clap"))
-    enc = load_encoders(f"clip={clip['arch']}@{out / clip['file']},clap={clap['arch']}@{out / clap['file']}")
+    spec = f"clip={clip['arch']}@{out / clip['file']},clap={clap['arch']}@{out / clap['file']}"
+    enc = load_encoders(spec)
     assert all(p.dtype == torch.float32 for p in enc.parameters())
     # trained weights, not the random initialisation of the same architecture
     torch.manual_seed(1)
