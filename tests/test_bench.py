@@ -51,12 +51,13 @@ def test_bad_options_are_one_line_errors(tmp_path):
 
 def test_resume_after_sigkill_recomputes_only_missing_cells(tiny_world, tmp_path):
     out = tmp_path / "res"
-    cmd = [sys.executable, "-m", "avprompt.cli", "bench", "--shots", "1,2,4", "--methods", "clip-adapter",
-           "--modality", "v", "--max-epochs", "2", "--out", str(out), *TINY]
+    # MaPLe runs in-network (seconds per cell), so the kill lands between cells
+    cmd = [sys.executable, "-m", "avprompt.cli", "bench", "--shots", "1,2,4", "--methods", "maple",
+           "--modality", "v", "--max-epochs-in-network", "3", "--out", str(out), *TINY]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_bench_env(tiny_world))
     deadline = time.time() + 240
     while time.time() < deadline and not list(out.rglob("seed*.json")):
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = {p: p.stat().st_mtime_ns for p in out.rglob("seed*.json")}
