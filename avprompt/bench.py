@@ -135,7 +135,23 @@ def _workspace(cfg: BenchConfig):
     return _WORKSPACE[1]
 
 
-def execute_cell(cfg: BenchConfig, plan) -> dict:
+def _epoch_bar():
+    """tqdm within a cell: one tick per epoch, showing loss and validation score."""
+    from tqdm import tqdm
+    state = {}
+
+    def update(total, row):
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc="  epochs", unit="ep", leave=False, file=sys.stderr)
+        bar = state["bar"]
+        bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val": f"{row['val']:.1f}"} if "val" in row else {}))
+        bar.update(1)
+        if bar.n >= total:
+            bar.close()
+    return update
+
+
+def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
     """Run one cell and write its result (ok or failed); never raises for a cell's own failure."""
     from avprompt.engine.cell import run_cell
     from avprompt.results import build_result, peak_memory_mb, result_path, write_result
@@ -144,7 +160,7 @@ def execute_cell(cfg: BenchConfig, plan) -> dict:
     key = cell_key(cfg, plan, ws.encoders.name)
     sweep = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "overrides"}
     try:
-        out = run_cell(ws, plan)
+        out = run_cell(ws, plan, progress=_epoch_bar() if show_progress else None)
         out.pop("method_obj", None)
         extra = out["extra"]
         templates = extra.pop("prompt_templates", None) or {}
@@ -248,7 +264,7 @@ def _run_ray(cfg: BenchConfig, todo, echo) -> list[dict]:
     gpus = 1 if cfg.device.startswith("cuda") else 0
     remote = ray.remote(num_cpus=1, num_gpus=gpus)(execute_cell)
     try:
-        refs = [remote.remote(cfg, p) for p in todo]
+        refs = [remote.remote(cfg, p, False) for p in todo]
         from tqdm import tqdm
         out = []
         with tqdm(total=len(refs), desc="cells (ray)", unit="cell", file=sys.stderr) as bar:

@@ -41,9 +41,14 @@ class Encoders(nn.Module):
 
 def load_encoders(spec: str | BackboneSpec = "synthav", modalities: str = "va",
                   short_audio: str = "repeatpad") -> Encoders:
+    """Build the frozen towers of ``spec``. Towers without weights get a fixed-seed random
+    initialisation, so "tiny" or "clip=ViT-B-32" are the same weights in every process (feature
+    caches, Ray workers and DDP ranks agree) and the caller's RNG stream is left untouched."""
     spec = BackboneSpec.parse(spec) if isinstance(spec, str) else spec
-    vision = build_clip(spec.clip) if spec.clip and "v" in modalities else None
-    audio = build_clap(spec.clap, short_audio) if spec.clap and "a" in modalities else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vision = build_clip(spec.clip) if spec.clip and "v" in modalities else None
+        audio = build_clap(spec.clap, short_audio) if spec.clap and "a" in modalities else None
     return Encoders(vision, audio, spec)
 
 

@@ -29,33 +29,30 @@ def target_tensors(task: TaskSpec, records: Sequence[ClipRecord]) -> dict:
 
 
 class ClipTensors:
-    """Decoded clips of one dataset at one preprocessing, keyed by clip id.
+    """Decoded clips of one dataset at one preprocessing, read lazily from the memory-mapped
+    media cache (a real dataset does not fit in memory as arrays).
 
     frames: uint8 (T, S, S, 3) per clip; audio: float32 (T, sr) per clip (1 s per segment).
     """
 
-    def __init__(self, media_cache, records: Sequence[ClipRecord], mean, std, num_segments: int = 10):
-        from avprompt.data.prepare import load_clip
-
+    def __init__(self, media_cache, mean, std, num_segments: int = 10):
+        self.cache = media_cache
         self.mean = torch.tensor(mean).view(1, 1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 1, 3, 1, 1)
-        self.frames: dict[str, np.ndarray] = {}
-        self.audio: dict[str, np.ndarray] = {}
-        for r in records:
-            if r.clip_id in self.frames:
-                continue
-            f, w = load_clip(media_cache, r)
-            self.frames[r.clip_id] = np.asarray(f[:num_segments])
-            self.audio[r.clip_id] = np.asarray(w).reshape(10, -1)[:num_segments]
+        self.num_segments = num_segments
 
     def inputs(self, records: Sequence[ClipRecord], modalities: str) -> dict:
+        from avprompt.data.prepare import load_clip
+
+        arrays = [load_clip(self.cache, r) for r in records]
+        t = self.num_segments
         out = {}
         if "v" in modalities:
-            f = torch.from_numpy(np.stack([self.frames[r.clip_id] for r in records]))  # (B, T, S, S, 3)
+            f = torch.from_numpy(np.stack([a[0][:t] for a in arrays]))  # (B, T, S, S, 3) uint8
             f = f.permute(0, 1, 4, 2, 3).float().div_(255.0)
             out["frames"] = (f - self.mean) / self.std  # (B, T, 3, S, S)
         if "a" in modalities:
-            out["audio"] = torch.from_numpy(np.stack([self.audio[r.clip_id] for r in records])).float()
+            out["audio"] = torch.from_numpy(np.stack([np.asarray(a[1]).reshape(10, -1)[:t] for a in arrays])).float()
         return out
 
 

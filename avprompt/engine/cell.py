@@ -66,8 +66,10 @@ def _feature_set(ws, task_name, task, method, records) -> dict:
     return out
 
 
-def run_cell(ws, plan: CellPlan) -> dict:
-    """Train and evaluate one cell; returns the metrics/config/extra parts of a result."""
+def run_cell(ws, plan: CellPlan, progress=None) -> dict:
+    """Train and evaluate one cell; returns the metrics/config/extra parts of a result.
+
+    ``progress(total_epochs, row)`` is called after every epoch (row: epoch, loss, lr, val)."""
     from avprompt.data.metrics import compute_metrics
     from avprompt.data.stats import constant_floors
 
@@ -76,8 +78,7 @@ def run_cell(ws, plan: CellPlan) -> dict:
     task = task_spec(plan.task, index)
     split = make_split(index, plan.task, plan.protocol, shots=plan.shots, seed=plan.seed)
     by_id = {r.clip_id: r for r in index.records}
-    ws.clips(plan.task) if not get_method(plan.method).cacheable else None
-    bad = getattr(ws, "_bad", set())
+    bad = ws.bad_clips(plan.task)
     train = [by_id[c] for c in split.train if c not in bad]
     val = [by_id[c] for c in split.val if c not in bad]
     test = [by_id[c] for c in split.test if c not in bad]
@@ -103,7 +104,8 @@ def run_cell(ws, plan: CellPlan) -> dict:
     if not cls.training_free and train and epochs > 0:
         report = loop.train(method, lambda e: _batches(ws, plan.task, task, method, train,
                                                        shuffle_seed=plan.seed * 1000 + e),
-                            validate if val else None, epochs, ws.device, patience=plan.patience)
+                            validate if val else None, epochs, ws.device, patience=plan.patience,
+                            progress=None if progress is None else (lambda row: progress(epochs, row)))
     t_eval = time.perf_counter()
     logits = loop.predict(method, _batches(ws, plan.task, task, method, test, batch_size=16), ws.device)
     metrics = compute_metrics(plan.task, plan.protocol, logits, test)
@@ -119,7 +121,7 @@ def run_cell(ws, plan: CellPlan) -> dict:
         "extra": {
             "class_names": list(task.class_names), "prompt_names": task.prompt_names,
             "prompt_templates": templates, "split_hash": split.hash, "split_notes": split.notes,
-            "n_train": len(train), "n_val": len(val), "n_test": len(test),
+            "n_train": len(train), "n_val": len(val), "n_test": len(test), "bad_media": len(bad),
             "dataset": ws.data_id, "backbone": ws.encoders.name, "protocol": plan.protocol,
             "fitted": fitted, "history": report.history, "best_epoch": report.best_epoch,
             "timings": {"train_s": report.train_s, "eval_s": eval_s,

@@ -57,6 +57,7 @@ class Workspace:
         self._features: dict[tuple, dict] = {}
         self._encoders = None
         self._fc = None
+        self._bad: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -97,8 +98,9 @@ class Workspace:
         return self._encoders
 
     def clips(self, task: str):
-        """Decoded clips of the task's dataset at the encoders' preprocessing (prepared once)."""
-        from avprompt.data.prepare import prepare
+        """Decoded clips of the task's dataset at the encoders' preprocessing. The dataset's media
+        are prepared once (resumable; bad media are skipped and listed in the cache's report)."""
+        from avprompt.data.prepare import MediaCache, prepare
         from avprompt.engine.batches import ClipTensors
 
         index = self.index(task)
@@ -108,15 +110,17 @@ class Workspace:
             rate = enc.audio.sample_rate if enc.audio is not None else 16000
             report = prepare(index, cache_root() / "media", image_size=size, sample_rate=rate,
                              workers=self.workers, on_bad_media="skip", progress=False)
-            bad = report.bad_clip_ids
-            records = [r for r in index.records if r.clip_id not in bad]
-            self._bad = bad
+            self._bad[index.name] = report.bad_clip_ids
             mean = enc.vision.image_mean if enc.vision is not None else (0.5, 0.5, 0.5)
             std = enc.vision.image_std if enc.vision is not None else (0.5, 0.5, 0.5)
-            from avprompt.data.prepare import MediaCache
             cache = MediaCache.open(cache_root() / "media", index.name, size, rate)
-            self._clips[index.name] = ClipTensors(cache, records, mean, std)
+            self._clips[index.name] = ClipTensors(cache, mean, std)
         return self._clips[index.name]
+
+    def bad_clips(self, task: str) -> set[str]:
+        """Clip ids whose media could not be decoded (left out of every split, reported)."""
+        self.clips(task)
+        return self._bad[self.index(task).name]
 
     def features(self, task: str, modality: str, records) -> torch.Tensor:
         """Frozen pooled features (N, T, D) of ``records``: each clip is encoded once per backbone
