@@ -98,7 +98,13 @@ _mount_optional_groups()
 
 
 def main(argv: list[str] | None = None):
+    import warnings
+
     from avprompt.registry import RegistryError
+    # Deprecation chatter from laion-clap's imports (timm.models.layers, torch.meshgrid) says
+    # nothing to a user of the CLI; library use keeps every warning.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"timm\..*")
+    warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
     try:
         app(args=argv, standalone_mode=True)
     except USER_ERRORS + (RegistryError,) as e:

@@ -287,15 +287,22 @@ def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | N
     tasks = sorted(summ["task"].unique())
     lines = sorted(set(zip(summ["method_id"], summ["backbones"])))
     several_bb = summ["backbones"].nunique() > 1
-    cmap = colormaps["tab10"]
-    color = {m: cmap(i % 10) for i, m in enumerate(sorted(summ["method_id"].unique()))}
+    # Colour = method, line style = branch (v solid, a dotted, av dashed): a sweep over three
+    # branches stays readable with one colour per method.
+    cmap = colormaps["tab20"]
+    bases = sorted({m.split("@")[0] for m in summ["method_id"].unique()})
+    color = {m: cmap((2 * bases.index(m.split("@")[0])) % 20 + (bases.index(m.split("@")[0]) // 10))
+             for m in summ["method_id"].unique()}
+    style = {"v": "-", "a": ":", "av": "--"}
     max_pos = max(shot_position(int(s)) for s in summ["shots"])
     ticks = [0] + [2 ** i for i in range(0, int(max(4, max_pos - 1)) + 1)]
 
     ncols = min(3, len(tasks))
     nrows = math.ceil(len(tasks) / ncols)
-    fig = Figure(figsize=(4.4 * ncols, 3.6 * nrows), layout="constrained")
+    fig = Figure(figsize=(4.8 * ncols, 3.8 * nrows + 0.35 * math.ceil(len(lines) / 5) + 0.6),
+                 layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    legend: dict[str, object] = {}
     for ax, task in zip(axes, tasks):
         t = summ[summ["task"] == task]
         for method_id, bb in lines:
@@ -305,13 +312,16 @@ def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | N
             x = [shot_position(int(s)) for s in g["shots"]]
             m, s = g["mean"].to_numpy(), np.nan_to_num(g["std"].to_numpy())
             label = f"{method_id} ({bb})" if several_bb else method_id
-            ax.plot(x, m, marker="o", ms=4, color=color[method_id], label=label)
+            ls = style.get(method_id.partition("@")[2], "-")
+            (h,) = ax.plot(x, m, marker="o", ms=3.5, lw=1.4, ls=ls, color=color[method_id], label=label)
+            legend.setdefault(label, h)
             if len(x) > 1:
-                ax.fill_between(x, m - s, m + s, color=color[method_id], alpha=0.18, lw=0)
+                ax.fill_between(x, m - s, m + s, color=color[method_id], alpha=0.15, lw=0)
             else:  # a lone point has no band to shade: show its spread as an error bar
                 ax.errorbar(x, m, yerr=s, color=color[method_id], capsize=3, lw=1)
         if floors and task in floors:
-            ax.axhline(floors[task], ls="--", color="0.45", lw=1, label="constant predictor")
+            legend.setdefault("constant predictor",
+                              ax.axhline(floors[task], ls="--", color="0.45", lw=1, label="constant predictor"))
         if p is not None:
             for method_id in t["method_id"].unique():
                 q = p[(p["task"] == task) & (p["method"] == _paper_method(method_id))]
@@ -322,11 +332,10 @@ def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | N
         ax.set_xlabel("shots per class (0 = zero-shot)")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        if p is not None:
-            handles.append(Line2D([], [], ls="", marker="D", mfc="none", mec="0.2"))
-            labels.append("paper (reported)")
-        ax.legend(handles, labels, fontsize=7)
+    if p is not None:
+        legend["paper (reported)"] = Line2D([], [], ls="", marker="D", mfc="none", mec="0.2")
+    fig.legend(list(legend.values()), list(legend.keys()), loc="outside lower center",
+               ncols=min(5, len(legend)), fontsize=7, frameon=False)
     for ax in axes[len(tasks):]:
         ax.set_visible(False)
     path = Path(path)

@@ -32,6 +32,10 @@ def resolve_data_root(data: str, synth_size: str = "small", synth_seed: int = 0)
     if data == "synthav":
         from avprompt.synthav import default_world_dir, generate_world
         out = default_world_dir(size=synth_size, seed=synth_seed)
+        if not (out / "synthav.json").is_file():
+            import sys
+            print(f"generating the SynthAV world ({synth_size}, seed {synth_seed}) into {out} "
+                  "(first use only; about a minute)", file=sys.stderr, flush=True)
         return "dir", Path(generate_world(out, size=synth_size, seed=synth_seed))
     root = Path(data)
     if not root.is_dir():
