@@ -169,10 +169,17 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
     ws = _workspace(cfg)
     key = cell_key(cfg, plan, ws.encoders.name)
     sweep = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "overrides"}
+    import warnings
     try:
-        out = run_cell(ws, plan, progress=_epoch_bar() if show_progress else None)
+        # Per-cell warnings (a class short of K shots, a context length that does not fit) go
+        # into the cell's JSON instead of repeating on the terminal for every cell.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = run_cell(ws, plan, progress=_epoch_bar() if show_progress else None)
         out.pop("method_obj", None)
         extra = out["extra"]
+        extra["warnings"] = sorted({str(w.message) for w in caught
+                                    if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
         templates = extra.pop("prompt_templates", None) or {}
         extra["prompt_templates"] = [f"{m}: {t}" for m, ts in templates.items() for t in ts]
         extra["peak_memory_mb"] = peak_memory_mb(str(ws.device))
@@ -183,7 +190,8 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
         record = build_result(key, "failed", {}, {"sweep": sweep}, {"traceback": tb}, error=reason)
     write_result(cfg.out, record)
     return {"path": str(result_path(cfg.out, key)), "status": record["status"], "error": record["error"],
-            "primary": record["metrics"].get("primary")}
+            "primary": record["metrics"].get("primary"),
+            "warnings": len(record.get("extra", {}).get("warnings", []))}
 
 
 def run_bench(cfg: BenchConfig, echo=print) -> dict:
@@ -221,6 +229,9 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
     failed = [o for o in outcomes if o["status"] != "ok"]
     for o in failed:
         echo(f"FAILED {o['path']}: {o['error']}")
+    warned = sum(1 for o in outcomes if o.get("warnings"))
+    if warned:
+        echo(f"{warned} cells recorded warnings (e.g. classes with fewer clips than K): see 'warnings' in their JSON")
     summary = summarize_store(cfg, echo)
     echo(f"{len(outcomes)} cells run in {(time.perf_counter() - t0) / 60:.1f} min, {len(failed)} failed; "
          f"results in {Path(cfg.out) / cfg.suite}")
