@@ -27,6 +27,20 @@ def annotations_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def ave(annotations_root):
+    """The real AVE annotation files, read by the AVE reader."""
+    from avprompt.data.datasets import load_dataset
+    return load_dataset("ave", annotations_root / "ave")
+
+
+@pytest.fixture(scope="session")
+def llp(annotations_root):
+    """The real LLP (AVVP) annotation files, read by the LLP reader."""
+    from avprompt.data.datasets import load_dataset
+    return load_dataset("llp", annotations_root / "llp")
+
+
+@pytest.fixture(scope="session")
 def tiny_encoders():
     import torch
     from avprompt.encoders import load_encoders

@@ -12,16 +12,6 @@ from avprompt.data.records import ClipRecord, DatasetIndex
 from avprompt.data.stats import index_stats
 
 
-@pytest.fixture(scope="module")
-def ave(annotations_root):
-    return load_dataset("ave", annotations_root / "ave")
-
-
-@pytest.fixture(scope="module")
-def llp(annotations_root):
-    return load_dataset("llp", annotations_root / "llp")
-
-
 def _by_video(index, vid):
     return [r for r in index.records if r.video_id == vid]
 

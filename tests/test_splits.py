@@ -14,16 +14,6 @@ from avprompt.data.splits import Split, make_split
 from avprompt.data.tasks import primary_label, targets, task_spec
 
 
-@pytest.fixture(scope="module")
-def ave(annotations_root):
-    return load_dataset("ave", annotations_root / "ave")
-
-
-@pytest.fixture(scope="module")
-def llp(annotations_root):
-    return load_dataset("llp", annotations_root / "llp")
-
-
 def _toy(n_per_class=6, classes=3, with_val=False) -> DatasetIndex:
     recs = []
     for c in range(classes):
