@@ -180,8 +180,6 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
         extra = out["extra"]
         extra["warnings"] = sorted({str(w.message) for w in caught
                                     if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
-        templates = extra.pop("prompt_templates", None) or {}
-        extra["prompt_templates"] = [f"{m}: {t}" for m, ts in templates.items() for t in ts]
         extra["peak_memory_mb"] = peak_memory_mb(str(ws.device))
         record = build_result(key, "ok", out["metrics"], {**out["config"], "sweep": sweep}, extra)
     except Exception as e:  # a failing cell is recorded and the sweep goes on

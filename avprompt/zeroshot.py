@@ -73,8 +73,6 @@ def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:
                 out = run_cell(ws, plan)
                 out.pop("method_obj")
                 out["extra"]["checkpoint"] = None if direct else str(ckpt)
-                templates = out["extra"].pop("prompt_templates", None) or {}
-                out["extra"]["prompt_templates"] = [f"{m}: {t}" for m, ts in templates.items() for t in ts]
                 rec = build_result(k, "ok", out["metrics"], out["config"], out["extra"])
             except Exception as e:
                 rec = build_result(k, "failed", {}, {}, {}, error=f"{type(e).__name__}: {e}")

@@ -31,7 +31,8 @@ def test_cli_sweep_writes_json_table_and_png(tiny_world, tmp_path, monkeypatch):
     files = sorted(out.rglob("seed*.json"))
     assert len(files) == 3
     rec = json.loads(files[0].read_text())
-    for field in ("metrics", "config", "class_names", "split_hash", "versions", "timings", "dataset", "backbone"):
+    for field in ("metrics", "config", "class_names", "prompt_templates", "split_hash", "versions", "timings",
+                  "dataset", "backbone"):
         assert rec[field], field
     assert (out / "fewshot" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| ave-cls" in r.output and "curves:" in r.output

@@ -272,6 +272,15 @@ class DGSCT(Method):
         return (xv if dv is None else xv + dv), (xa if da is None else xa + da)
 
     # ----- heads, logits, loss -------------------------------------------------------------------
+    @property
+    def templates(self) -> dict:
+        """Prompt templates per branch, as recorded in results (learned context shown as [ctx])."""
+        c = self.config
+        out = {}
+        for m, kind, names in (("v", c.clip_prompt, c.clip_templates), ("a", c.clap_prompt, c.clap_templates)):
+            out[m] = [f"[{c.n_ctx} learned context tokens] {{}}."] if kind == "coop" else resolve_templates(names)
+        return out
+
     def branch_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-segment logits of the image-text and audio-text branches, each (B, T, K)."""
         f_v, f_a = self.embed(batch)

@@ -113,7 +113,8 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
     metrics["floor"] = floors.get("primary")
     metrics["val_best"] = report.best_val
     eval_s = time.perf_counter() - t_eval
-    templates = getattr(method, "templates", None)
+    # "v: a photo of a {}." per branch and template, as recorded in every result
+    templates = [f"{m}: {t}" for m, ts in (getattr(method, "templates", None) or {}).items() for t in ts]
     return {
         "metrics": metrics,
         "config": {**dataclasses.asdict(cfg), "epochs": epochs, "protocol": plan.protocol,
