@@ -36,7 +36,9 @@ class BenchConfig:
     backbones: str = "synthav"
     protocol: str = "standard"
     modality: str = "auto"  # auto: cached methods on every modality they support, others on their first
-    out: str = "results/synthav"
+    # a working folder a clone does not contain (git-ignored): the committed snapshot in results/
+    # is regenerated on purpose (``--out results --rerun``), never reused by a user's sweep
+    out: str = "runs"
     suite: str = "fewshot"
     executor: str = "local"
     address: str | None = None
@@ -51,6 +53,38 @@ class BenchConfig:
     workers: int = 1
     plot: str | None = None  # default: <out>/<suite>/curves.png
     overrides: dict = field(default_factory=dict)  # {method_key: {option: value}}
+    rerun: bool = False  # recompute every cell, even those done with the same identity
+    dry_run: bool = False  # print the plan (new / done / stale / skipped) and exit
+
+    def validate(self) -> "BenchConfig":
+        """One-line errors for values that would otherwise run a wrong experiment silently."""
+        bad = [k for k in self.shots if k <= 0]
+        if bad:
+            raise ValueError(f"--shots {','.join(map(str, self.shots))}: shots must be positive integers "
+                             f"(got {','.join(map(str, bad))}); zero-shot methods run at K=0 by themselves")
+        if not self.shots:
+            raise ValueError("--shots is empty: give e.g. 1,2,4,8,16")
+        if not self.seeds:
+            raise ValueError("--seeds is empty: give e.g. 1,2,3")
+        if not self.tasks:
+            raise ValueError("--tasks is empty: give e.g. ave,ave-cls,llp-cls")
+        for name in ("max_epochs", "max_epochs_in_network", "patience", "workers"):
+            v = getattr(self, name)
+            if v is not None and v < (1 if name == "workers" else 0):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} {v}: must be {'at least 1' if name == 'workers' else '0 (no cap) or positive'}")
+        for name, allowed in (("protocol", ("standard", "reference")), ("modality", ("auto", "v", "a", "av")),
+                              ("executor", ("local", "ray"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
+        if self.device.startswith("cuda"):
+            import torch
+            if not torch.cuda.is_available():
+                raise ValueError(f"--device {self.device}: no CUDA GPU is visible to torch "
+                                 "(torch.cuda.is_available() is False); use --device cpu or auto")
+        elif self.device not in ("auto", "cpu"):
+            raise ValueError(f"--device {self.device!r}: use auto, cpu, cuda or cuda:N")
+        return self
 
     @classmethod
     def from_sources(cls, file: str | None = None, **cli) -> "BenchConfig":
@@ -66,55 +100,127 @@ class BenchConfig:
 
 
 def select_methods(spec: str) -> list[str]:
+    return _select(spec)[0]
+
+
+def _select(spec: str) -> tuple[list[str], set[str]]:
+    """(method keys in order, the keys the user named exactly rather than by ``all`` or a glob)."""
     from avprompt.registry import discover
     keys = sorted(discover())
     if spec == "all":
-        return keys
-    out = []
+        return keys, set()
+    out, named = [], set()
     for part in filter(None, (p.strip() for p in spec.split(","))):
         hits = [k for k in keys if fnmatch.fnmatch(k, part)]
         if not hits:
             raise ValueError(f"--methods {part!r} matches no registered method; `avprompt methods` lists them")
+        if part in keys:
+            named.add(part)
         out += [h for h in hits if h not in out]
-    return out
+    return out, named
 
 
 def plan_cells(cfg: BenchConfig) -> list:
     """Every (task, method, modality, shots, seed) of the sweep, in run order (cheap first)."""
+    return plan_sweep(cfg)[0]
+
+
+def plan_sweep(cfg: BenchConfig) -> tuple[list, list[tuple[str, str]]]:
+    """(cells in run order, [(method, why it has no cell)]).
+
+    A method the user named exactly (``--methods dg-sct``) or gave overrides to that gets no cell is
+    an error saying why (e.g. "dg-sct runs on av only; --modality v excludes it"); a method picked by
+    ``all`` or a glob is skipped with its reason (shown by ``--dry-run`` and the sweep's header).
+    """
     from avprompt.engine.cell import CellPlan
     from avprompt.registry import get_method
 
+    keys, named = _select(cfg.methods)
+    unknown = sorted(set(cfg.overrides) - set(keys))
+    if unknown:
+        raise ValueError(f"overrides for {', '.join(unknown)}: not among the sweep's methods "
+                         f"(--methods {cfg.methods}); remove the [overrides.{unknown[0]}] table or add the method")
     overrides = {k: dict(v) for k, v in cfg.overrides.items()}
     if cfg.data == "synthav":
         for key, opts in EMBEDDED_OVERRIDES.items():
             overrides.setdefault(key, dict(opts))
 
-    cells = []
-    for key in select_methods(cfg.methods):
+    cells, skipped = [], []
+    for key in keys:
         cls = get_method(key)
         if cfg.modality == "auto":
-            mods = list(cls.supported_modalities) if cls.cacheable else [cls.supported_modalities[0]]
+            mods = list(cls.supported_modalities) if cls.runs_on == "features" else [cls.supported_modalities[0]]
         elif cfg.modality in cls.supported_modalities:
             mods = [cfg.modality]
         else:
+            why = f"{key} runs on {'|'.join(cls.supported_modalities)} only; --modality {cfg.modality} excludes it"
+            if key in named or key in cfg.overrides:
+                raise ValueError(why + f" (use --modality auto or {cls.supported_modalities[0]})")
+            skipped.append((key, why))
             continue
-        zero_shot = cls.training_free and not getattr(cls, "needs_fit", False) and key.startswith("zeroshot")
-        shots = [0] if zero_shot else [s for s in cfg.shots if s > 0]
-        seeds = cfg.seeds[:1] if zero_shot else cfg.seeds
+        zero_shot = cls.kind == "zero-shot"
+        shots = [0] if zero_shot else list(cfg.shots)
+        seeds = cfg.seeds[:1] if zero_shot else cfg.seeds  # deterministic: one seed says all
+        cap = cfg.max_epochs if cls.runs_on == "features" else cfg.max_epochs_in_network
         for task in cfg.tasks:
             for mod in mods:
                 for k in shots:
                     for seed in seeds:
-                        cap = cfg.max_epochs if cls.cacheable else cfg.max_epochs_in_network
                         cells.append(CellPlan(task, key, mod, k, seed, cfg.protocol,
                                               dict(overrides.get(key, {})), cap, cfg.patience))
-    cells.sort(key=lambda c: (get_method(c.method).cacheable is False, c.method, c.task, c.modality, c.shots, c.seed))
-    return cells
+    cells.sort(key=lambda c: (get_method(c.method).runs_on == "network", c.method, c.task, c.modality,
+                              c.shots, c.seed))
+    return cells, skipped
+
+
+def _file_fingerprint(path: str) -> str:
+    import hashlib
+    p = Path(path)
+    if not p.is_file():
+        return f"missing:{p}"
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+
+
+def data_tag(cfg: BenchConfig) -> str:
+    """The short path component naming the data location (``synthav-small-0``, ``AVE-1a2b3c4d``)."""
+    import hashlib
+    if cfg.data == "synthav":
+        return f"synthav-{cfg.synth_size}-0"
+    target = cfg.data.split(":", 1)[1] if cfg.data.startswith("manifest:") else cfg.data
+    path = Path(target).expanduser().resolve()
+    stem = path.stem if cfg.data.startswith("manifest:") else path.name
+    return f"{stem or 'data'}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
 
 def cell_key(cfg: BenchConfig, plan, backbone_name: str):
     from avprompt.results import CellKey
-    return CellKey(cfg.suite, plan.task, plan.method, backbone_name, plan.shots, plan.seed, plan.modality)
+    return CellKey(cfg.suite, plan.task, plan.method, backbone_name, plan.shots, plan.seed, plan.modality,
+                   data=data_tag(cfg), protocol=plan.protocol)
+
+
+def cell_identity(cfg: BenchConfig, plan, ws) -> dict:
+    """What makes a cell the same experiment (compared before a finished cell is reused).
+
+    The config is the method's resolved config as requested (defaults -> file -> CLI, epoch caps
+    applied). What actually ran (after e.g. a context length shrunk to fit a text tower) is a
+    deterministic function of it, the backbones and the task, all three in this identity; the
+    record stores that effective config beside it.
+    """
+    from avprompt.engine.cell import method_config
+    from avprompt.registry import get_method
+    from avprompt.results import identity_hash
+
+    mcfg, epochs = method_config(get_method(plan.method), plan)
+    import json
+    # through JSON once, as the record will hold it (tuples become lists), so a reread compares equal
+    config = json.loads(json.dumps({**dataclasses.asdict(mcfg), "epochs": epochs, "patience": plan.patience},
+                                   default=str))
+    if getattr(plan, "checkpoint_in", None):  # a transfer: the pre-trained state is part of the experiment
+        config["checkpoint"] = _file_fingerprint(plan.checkpoint_in)
+    return {"suite": cfg.suite, "task": plan.task, "method": plan.method, "modality": plan.modality,
+            "shots": plan.shots, "seed": plan.seed, "protocol": plan.protocol,
+            "data": ws.data_identity(plan.task), "backbones": ws.backbone_identity,
+            "config": config, "config_hash": identity_hash(config)}
 
 
 def estimate_seconds(plans, n_train_per_shot: int = 8) -> float:
@@ -124,7 +230,7 @@ def estimate_seconds(plans, n_train_per_shot: int = 8) -> float:
     total = 0.0
     for p in plans:
         cls = get_method(p.method)
-        if cls.cacheable:
+        if cls.runs_on == "features":
             total += 1.5
         else:
             epochs = p.max_epochs or 10
@@ -161,86 +267,242 @@ def _epoch_bar():
     return update
 
 
+class StoreWriteError(OSError):
+    """The results store cannot be written (full or read-only disk): the sweep stops, finished
+    cells are kept."""
+
+
 def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
-    """Run one cell and write its result (ok or failed); never raises for a cell's own failure."""
+    """Claim, run and record one cell (ok or failed); never raises for a cell's own failure.
+
+    Returns {"path", "status" ("ok" | "failed" | "busy"), "error", "primary", "warnings",
+    "reference_changes", "owner"}; "busy" means another live sweep holds the cell's claim and
+    nothing was computed. A store that cannot be written raises ``StoreWriteError``.
+    """
+    import warnings
+
     from avprompt.engine.cell import run_cell
-    from avprompt.results import build_result, peak_memory_mb, result_path, write_result
+    from avprompt.results import (build_result, cell_state, claim_cell, peak_memory_mb, release_cell,
+                                  result_path, write_result)
 
     ws = _workspace(cfg)
     key = cell_key(cfg, plan, ws.encoders.name)
-    sweep = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "overrides"}
-    import warnings
+    path = str(result_path(cfg.out, key))
     try:
-        # Per-cell warnings (a class short of K shots, a context length that does not fit) go
-        # into the cell's JSON instead of repeating on the terminal for every cell.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out = run_cell(ws, plan, progress=_epoch_bar() if show_progress else None)
-        out.pop("method_obj", None)
-        extra = out["extra"]
-        extra["warnings"] = sorted({str(w.message) for w in caught
-                                    if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
-        extra["peak_memory_mb"] = peak_memory_mb(str(ws.device))
-        record = build_result(key, "ok", out["metrics"], {**out["config"], "sweep": sweep}, extra)
-    except Exception as e:  # a failing cell is recorded and the sweep goes on
-        reason = f"{type(e).__name__}: {e}"
-        tb = traceback.format_exc(limit=3)
-        record = build_result(key, "failed", {}, {"sweep": sweep}, {"traceback": tb}, error=reason)
-    write_result(cfg.out, record)
-    return {"path": str(result_path(cfg.out, key)), "status": record["status"], "error": record["error"],
-            "primary": record["metrics"].get("primary"),
-            "warnings": len(record.get("extra", {}).get("warnings", []))}
+        owner = claim_cell(cfg.out, key)
+    except OSError as e:
+        raise StoreWriteError(f"cannot write the claim for {path}: {e.strerror or e}") from e
+    if owner is not None:
+        return {"path": path, "status": "busy", "error": None, "primary": None, "warnings": [],
+                "reference_changes": [], "owner": f"pid {owner.get('pid')} on {owner.get('host')}"}
+    sweep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("overrides", "rerun", "dry_run")}
+    try:
+        identity = cell_identity(cfg, plan, ws)
+        # another sweep may have finished this cell between our plan and our claim
+        if not cfg.rerun and cell_state(cfg.out, key, identity)[0] == "done":
+            return {"path": path, "status": "busy", "error": None, "primary": None, "warnings": [],
+                    "reference_changes": [], "owner": "a sweep that finished it meanwhile"}
+        try:
+            # Per-cell warnings (a class short of K shots, a context length that does not fit) go
+            # into the cell's JSON and are grouped once at the end of the sweep.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = run_cell(ws, plan, progress=_epoch_bar() if show_progress else None)
+            out.pop("method_obj", None)
+            extra = out["extra"]
+            extra["warnings"] = sorted({str(w.message) for w in caught
+                                        if not issubclass(w.category, (DeprecationWarning, FutureWarning))}
+                                       | set(extra.get("warnings", [])))
+            extra["peak_memory_mb"] = peak_memory_mb(str(ws.device))
+            extra["identity"] = identity
+            record = build_result(key, "ok", out["metrics"], {**out["config"], "sweep": sweep}, extra)
+        except Exception as e:  # a failing cell is recorded and the sweep goes on
+            reason = f"{type(e).__name__}: {e}"
+            tb = traceback.format_exc(limit=3)
+            record = build_result(key, "failed", {}, {"sweep": sweep}, {"traceback": tb, "identity": identity},
+                                  error=reason)
+        try:
+            write_result(cfg.out, record)
+        except OSError as e:
+            raise StoreWriteError(f"cannot write {path}: {e.strerror or e}") from e
+    finally:
+        release_cell(cfg.out, key)
+    return {"path": path, "status": record["status"], "error": record["error"],
+            "primary": record["metrics"].get("primary"), "warnings": record.get("warnings", []),
+            "reference_changes": [{"method": plan.method, **c} for c in record.get("reference_changes", [])],
+            "owner": None}
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """One-line error unless a file can be created in ``folder`` (made if missing)."""
+    import tempfile
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".avprompt-write-check-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {path} is not writable ({e.strerror or e}); "
+                         f"choose another folder or free space") from None
+
+
+def _plan_states(cfg: BenchConfig, plans, ws) -> list[tuple[object, str, str]]:
+    """[(plan, state, detail)]: state new | done | stale | failed (rerun forces "rerun")."""
+    from avprompt.results import cell_state
+    out = []
+    for p in plans:
+        key = cell_key(cfg, p, ws.encoders.name)
+        state, detail = cell_state(cfg.out, key, cell_identity(cfg, p, ws))
+        if cfg.rerun and state == "done":
+            state, detail = "rerun", "--rerun"
+        out.append((p, state, detail))
+    return out
+
+
+def format_plan(states, skipped) -> str:
+    lines = []
+    for p, state, detail in states:
+        label = f"{p.task} {p.method}@{p.modality} K={p.shots} seed={p.seed}"
+        lines.append(f"{state:<6} {label}" + (f"  ({detail})" if detail else ""))
+    for key, why in skipped:
+        lines.append(f"skip   {key}  ({why})")
+    counts = {}
+    for _, state, _ in states:
+        counts[state] = counts.get(state, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no cells"
+    return "\n".join(lines + [f"plan: {summary}" + (f", {len(skipped)} methods skipped" if skipped else "")])
 
 
 def run_bench(cfg: BenchConfig, echo=print) -> dict:
-    """Plan, skip finished cells, run the rest, then summarise. Returns counts and paths."""
+    """Plan, reuse cells done with the same identity, run the rest, then summarise.
+
+    Returns counts and paths. ``cfg.dry_run`` prints the plan and runs nothing.
+    """
     from tqdm import tqdm
 
-    from avprompt.encoders import BackboneSpec
-    from avprompt.results import cell_done
-
-    plans = plan_cells(cfg)
+    cfg.validate()
+    plans, skipped = plan_sweep(cfg)
     if not plans:
-        raise ValueError("the sweep has no cells: check --tasks, --methods, --shots and --modality")
-    backbone_name = BackboneSpec.parse(cfg.backbones).name
+        why = "; ".join(w for _, w in skipped)
+        raise ValueError("the sweep has no cells: check --tasks, --methods, --shots and --modality"
+                         + (f" ({why})" if why else ""))
+    if not cfg.dry_run:
+        from avprompt.engine.workspace import cache_root
+        check_writable(Path(cfg.out), "--out")
+        check_writable(cache_root(), "the cache folder (AVPROMPT_CACHE)")
     # Fail fast, before any cell: data folders, datasets of every task and the backbones must load.
     ws = _workspace(cfg)
     for task in cfg.tasks:
         ws.index(task)
     ws.encoders
-    todo = [p for p in plans if not cell_done(cfg.out, cell_key(cfg, p, backbone_name))]
+    states = _plan_states(cfg, plans, ws)
+    if cfg.dry_run:
+        echo(format_plan(states, skipped))
+        return {"planned": len(plans), "ran": 0, "failed": 0, "states": states, "skipped": skipped,
+                "table": "", "plot": None}
+    todo = [p for p, state, _ in states if state != "done"]
+    for p, state, detail in states:
+        if state in ("stale", "rerun"):
+            echo(f"rerun {p.task} {p.method}@{p.modality} K={p.shots} seed={p.seed}: {detail}")
     est = estimate_seconds(todo)
     echo(f"sweep {cfg.suite}: {len(plans)} cells ({len(plans) - len(todo)} already done, {len(todo)} to run), "
          f"tasks {','.join(cfg.tasks)}, shots {','.join(map(str, cfg.shots))}, seeds {','.join(map(str, cfg.seeds))}, "
          f"data {cfg.data}, backbones {cfg.backbones}; estimated {est / 60:.1f} min on CPU")
+    for key, why in skipped:
+        echo(f"skipped {key}: {why}")
+    media = ws.media_summary(cfg.tasks) if todo else ""
+    if media:
+        echo(media)
     t0 = time.perf_counter()
     outcomes = []
-    if cfg.executor == "ray":
-        outcomes = _run_ray(cfg, todo, echo)
-    elif cfg.executor == "local":
-        bar = tqdm(todo, desc="cells", unit="cell", file=sys.stderr)
-        for p in bar:
-            bar.set_postfix_str(f"{p.task} {p.method}@{p.modality} K={p.shots} s={p.seed}")
-            outcomes.append(execute_cell(cfg, p))
-    else:
-        raise ValueError(f"--executor {cfg.executor!r}: use local or ray")
-    failed = [o for o in outcomes if o["status"] != "ok"]
+    try:
+        if cfg.executor == "ray":
+            outcomes = _run_ray(cfg, todo, echo)
+        else:
+            bar = tqdm(todo, desc="cells", unit="cell", file=sys.stderr)
+            for p in bar:
+                bar.set_postfix_str(f"{p.task} {p.method}@{p.modality} K={p.shots} s={p.seed}")
+                outcomes.append(execute_cell(cfg, p))
+    except StoreWriteError as e:
+        done = sum(1 for o in outcomes if o["status"] != "busy")
+        raise ValueError(f"{e}; the {done} cells finished before it are kept in {cfg.out}: "
+                         "free space (or fix permissions) and rerun the same command to resume") from None
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    busy = [o for o in outcomes if o["status"] == "busy"]
     for o in failed:
         echo(f"FAILED {o['path']}: {o['error']}")
-    warned = sum(1 for o in outcomes if o.get("warnings"))
-    if warned:
-        echo(f"{warned} cells recorded warnings (e.g. classes with fewer clips than K): see 'warnings' in their JSON")
+    elsewhere = [o for o in busy if str(o["owner"]).startswith("pid")]
+    if elsewhere:
+        echo(f"{len(elsewhere)} cells are being computed by another sweep ({elsewhere[0]['owner']}); "
+             "rerun when it finishes to include them")
+    if len(busy) > len(elsewhere):
+        echo(f"{len(busy) - len(elsewhere)} cells were finished by another sweep meanwhile (reused)")
+    echo_grouped_notes(outcomes, echo)
     summary = summarize_store(cfg, echo)
-    echo(f"{len(outcomes)} cells run in {(time.perf_counter() - t0) / 60:.1f} min, {len(failed)} failed; "
-         f"results in {Path(cfg.out) / cfg.suite}")
-    return {"planned": len(plans), "ran": len(outcomes), "failed": len(failed), **summary}
+    wall = time.perf_counter() - t0
+    ran = len(outcomes) - len(busy)
+    echo(f"{ran} cells run in {wall / 60:.1f} min, {len(failed)} failed; "
+         f"results in {sweep_root(cfg)}")
+    if ran:
+        write_stamp(cfg, wall, ran, len(failed))
+    return {"planned": len(plans), "ran": ran, "failed": len(failed), "busy": len(busy), **summary}
+
+
+def echo_grouped_notes(outcomes: list[dict], echo=print) -> None:
+    """Changes from reference values and warnings, grouped and counted (once, not per cell)."""
+    changes: dict[str, int] = {}
+    for o in outcomes:
+        for c in o.get("reference_changes", []):
+            text = f"{c['method']}: {c['field']} {c.get('reference')} -> {c.get('used')} ({c.get('reason', '')})"
+            changes[text] = changes.get(text, 0) + 1
+    if changes:
+        echo(f"WARNING: {sum(changes.values())} cells ran with values changed from a method's reference "
+             "(marked in `avprompt report`):")
+        for text, n in sorted(changes.items()):
+            echo(f"  {n:>4} cells  {text}")
+    import re
+    warned: dict[str, int] = {}
+    for o in outcomes:
+        for w in o.get("warnings", []):
+            # one line per kind of message: numbers (K, counts, seeds) differ between cells
+            head = re.sub(r"\d+(\.\d+)?", "N", w)
+            head = head if len(head) <= 140 else head[:137] + "..."
+            warned[head] = warned.get(head, 0) + 1
+    if warned:
+        echo(f"{sum(1 for o in outcomes if o.get('warnings'))} cells recorded warnings (full text in 'warnings' of their JSON):")
+        for head, n in sorted(warned.items(), key=lambda kv: -kv[1])[:12]:
+            echo(f"  {n:>4}x  {head}")
+
+
+def sweep_root(cfg: BenchConfig) -> Path:
+    """The folder of one experiment family: <out>/<suite>/<data>/<protocol>."""
+    from avprompt.results import sanitize
+    return Path(cfg.out) / sanitize(cfg.suite) / sanitize(data_tag(cfg)) / sanitize(cfg.protocol)
+
+
+def write_stamp(cfg: BenchConfig, wall_s: float, ran: int, failed: int) -> None:
+    """``sweep.json`` beside the results: the command's config, the commit, when and how long."""
+    import datetime as dt
+    import json
+
+    from avprompt.results import git_commit, versions
+    root = sweep_root(cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = {"config": {k: v for k, v in dataclasses.asdict(cfg).items()}, "git_commit": git_commit(),
+             "versions": versions(), "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+             "wall_s": round(wall_s, 1), "cells_run": ran, "cells_failed": failed, "argv": sys.argv}
+    tmp = root / ".sweep.json.tmp"
+    tmp.write_text(json.dumps(stamp, indent=2) + "\n")
+    os.replace(tmp, root / "sweep.json")
 
 
 def summarize_store(cfg: BenchConfig, echo=print) -> dict:
     from avprompt.report import failed_cells, plot_curves, summarize, to_dataframe, to_markdown
     from avprompt.results import load_results
 
-    root = Path(cfg.out) / cfg.suite
+    root = sweep_root(cfg)
+    if not root.is_dir():
+        return {"table": "", "plot": None}
     results = load_results(root)
     if not results:
         return {"table": "", "plot": None}

@@ -31,7 +31,7 @@ def methods_cmd(pattern: str = typer.Argument("*", help="glob over method keys")
                 params: Optional[str] = typer.Option(None, "--params", help="print the parameter report of METHOD"),
                 backbones: str = typer.Option("tiny", "--backbones", help="backbone spec for --params"),
                 task: str = typer.Option("ave", "--task", help="task for --params (ave|ave-cls|llp-cls)")):
-    """List registered methods (key, modalities, description), or a method's parameter report."""
+    """List registered methods (key, modalities, kind, runs_on, description), or a parameter report."""
     from avprompt.registry import discover, list_methods
 
     if params:
@@ -46,8 +46,8 @@ def methods_cmd(pattern: str = typer.Argument("*", help="glob over method keys")
     for k in keys:
         cls = reg[k]
         mods = "|".join(cls.supported_modalities)
-        flags = ",".join(f for f, on in (("cached", cls.cacheable), ("training-free", cls.training_free)) if on)
-        typer.echo(f"{k:<{width}}  [{mods:<8}] {cls.description}" + (f"  ({flags})" if flags else ""))
+        # kind: what it does with the shots; runs_on: feature cache or the encoders every step
+        typer.echo(f"{k:<{width}}  [{mods:<8}] {cls.kind:<14} {cls.runs_on:<8}  {cls.description}")
 
 
 @backbones_app.command("list")

@@ -28,7 +28,8 @@ def bench_command(
     backbones: Optional[str] = typer.Option(None, "--backbones", help="synthav | tiny | clip=ARCH@W,clap=ARCH@W"),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="standard | reference"),
     modality: Optional[str] = typer.Option(None, "--modality", help="auto | v | a | av"),
-    out: Optional[str] = typer.Option(None, "--out", help="results folder"),
+    out: Optional[str] = typer.Option(None, "--out", help="results store (default: runs/, a working folder; "
+                                      "results/ is the committed snapshot)"),
     executor: Optional[str] = typer.Option(None, "--executor", help="local | ray"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray address (e.g. auto)"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
@@ -37,21 +38,18 @@ def bench_command(
                                                         help="cap DG-SCT's / MaPLe's epochs (0: none)"),
     config: Optional[str] = typer.Option(None, "--config", help="suite file (TOML/YAML, flat)"),
     suite: Optional[str] = typer.Option(None, "--suite", help="suite name (result sub-folder)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print each cell as new / done / stale (with the "
+                                 "field that differs) / skipped (with why), and exit"),
+    rerun: bool = typer.Option(False, "--rerun", help="recompute every cell, even those already done"),
 ):
     """Few-shot sweep: every (task, method, shots, seed) cell, one JSON each, then table + curves."""
     from avprompt.bench import BenchConfig, run_bench
 
-    for name, value in (("--protocol", protocol), ("--modality", modality), ("--executor", executor),
-                        ("--device", device)):
-        allowed = {"--protocol": ("standard", "reference"), "--modality": ("auto", "v", "a", "av"),
-                   "--executor": ("local", "ray"), "--device": ("auto", "cpu", "cuda")}[name]
-        if value is not None and value not in allowed and not (name == "--device" and value.startswith("cuda:")):
-            raise ValueError(f"{name} {value!r}: use one of {', '.join(allowed)}")
     cfg = BenchConfig.from_sources(
         config, shots=_ints(shots, "--shots"), tasks=_strs(tasks), methods=methods, seeds=_ints(seeds, "--seeds"),
         data=data, backbones=backbones, protocol=protocol, modality=modality, out=out, executor=executor,
         address=address, device=device, max_epochs=max_epochs, max_epochs_in_network=max_epochs_in_network,
-        suite=suite)
+        suite=suite, dry_run=dry_run or None, rerun=rerun or None)
     outcome = run_bench(cfg, echo=typer.echo)
     if outcome["failed"]:
         raise typer.Exit(1)

@@ -51,7 +51,8 @@ def prepare(
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     typer.echo(f"{report.total} media files: {report.decoded} decoded, {report.reused} reused, "
-               f"{len(report.bad)} bad, {len(report.handled)} handled; cache {report.cache}")
+               f"{len(report.bad)} bad, {len(report.handled)} with notes; cache {report.cache}")
+    typer.echo(report.summary())
 
 
 @app.command()
@@ -84,13 +85,21 @@ def stats(
 
 @app.command("export-manifest")
 def export_manifest_cmd(
-    dataset: str = typer.Option(..., help=DATASET_HELP),
+    dataset: Optional[str] = typer.Option(None, help=DATASET_HELP + " (without it: print the "
+                                          "manifest columns)"),
     root: Optional[Path] = typer.Option(None, help="dataset folder"),
-    out: Path = typer.Option(..., help="manifest to write (.csv or .jsonl)"),
+    out: Optional[Path] = typer.Option(None, help="manifest to write (.csv or .jsonl)"),
 ) -> None:
-    """Write a dataset's records as a manifest usable with --data manifest:FILE."""
+    """Write a dataset's records as a manifest usable with --data manifest:FILE (media paths
+    absolute); without --dataset, print the manifest format."""
     from avprompt.data.datasets import export_manifest, load_dataset
 
+    if dataset is None:
+        from avprompt.data.manifest import format_help
+        typer.echo(format_help())
+        return
+    if out is None:
+        _fail(ValueError("export-manifest needs --out FILE (.csv or .jsonl)"))
     try:
         index = load_dataset(dataset, root)
         path = export_manifest(index, out)

@@ -25,10 +25,14 @@ def report_command(
     format: str = typer.Option("md", "--format", "-f", help="Table format: md, csv or json."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also write curves to this PNG."),
     against: Optional[str] = typer.Option(
-        None, "--against", help="Put reference numbers beside ours: 'paper' (DG-SCT paper)."),
-    metric: str = typer.Option("primary", "--metric", help="Metric to aggregate over seeds."),
+        None, "--against", help="Put reference numbers beside ours: 'paper' (DG-SCT paper), only "
+        "where task, data, metric and protocol match (else '—' with a footnote)."),
+    metric: str = typer.Option("primary", "--metric", help="Metric to aggregate over seeds; the "
+                               "floor column shows this metric's constant-predictor floor."),
 ) -> None:
-    """Aggregate seeds per (task, method, backbones, shots): mean, std, 95% CI, n; list failures."""
+    """Aggregate seeds per (task, method, backbones, shots): mean, std, 95% CI, n, floor; list
+    failures. Marks: ↓ not above the floor, † architecture changed from the method's reference
+    values, ‡ cells with warnings (footnotes list them)."""
     if format not in FORMATS:
         _fail(f"--format {format!r}: use one of {', '.join(FORMATS)}")
     if against is not None and against not in AGAINST:

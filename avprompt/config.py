@@ -13,14 +13,37 @@ def load_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix == ".toml":
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ValueError(f"config file {path}: use .toml, .yaml or .yml")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a BOM (Windows editors) is not part of the config
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"config file {path}:{line}: not UTF-8 text (byte "
+                         f"0x{data[e.start]:02x}); save it as UTF-8") from None
+    if suffix == ".toml":
         import tomllib
-        return tomllib.loads(text)
-    if path.suffix in (".yaml", ".yml"):
+        try:
+            cfg = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:  # its message ends "(at line L, column C)"
+            raise ValueError(f"config file {path}: invalid TOML: {e}") from None
+    else:
         import yaml
-        return yaml.safe_load(text) or {}
-    raise ValueError(f"config file {path}: use .toml, .yaml or .yml")
+        try:
+            cfg = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            # str(e) spans several lines (with a source excerpt); keep the problem and position
+            mark = getattr(e, "problem_mark", None)
+            where = f" (at line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ValueError(f"config file {path}: invalid YAML: {problem}{where}") from None
+        cfg = {} if cfg is None else cfg
+    if not isinstance(cfg, dict):
+        raise ValueError(f"config file {path}: expected key = value settings at the top level, "
+                         f"got a {type(cfg).__name__}")
+    return cfg
 
 
 def _coerce(value: Any, typ: Any, name: str):

@@ -2,19 +2,25 @@
 
 A method is an ``nn.Module`` built from the frozen encoders, a ``TaskSpec`` and its own config
 dataclass. The one training loop and the one evaluator in ``avprompt.engine`` call only this API.
+Each method class declares ``kind`` (what it does with the shots, ``KINDS``) and ``runs_on``
+(``RUNS_ON``); ``register_method`` checks both. Results record ``effective_config()`` (what ran,
+after the towers forced any change) and ``reference_changes()`` (each such change and why).
 
 Batch keys (all tensors on the method's device):
     frames  (B, T, 3, H, W) float: CLIP-normalised frames, one per one-second segment.
     audio   (B, T, S) float: mono waveform per segment at the audio encoder's sample rate.
     feat_v  (B, T, D_v) float: optional cached frozen image embeddings (``Encoders.encode``);
-    feat_a  (B, T, D_a) float: optional cached frozen audio embeddings. Cacheable methods use
-            them when present and compute them from frames/audio otherwise (same numbers).
+    feat_a  (B, T, D_a) float: optional cached frozen audio embeddings. Methods with
+            ``runs_on = "features"`` use them when present and compute them from frames/audio
+            otherwise (same numbers).
     segment_labels (B, T) long: class index per segment, background = ``task.background_index``.
     label   (B,) long: primary video class (video-level tasks).
     video_labels (B, K) float: multi-hot video labels (video-level tasks).
 """
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,6 +29,59 @@ import torch.nn.functional as F
 from torch import nn
 
 from avprompt.task import TaskSpec
+
+#: What a method does with the few shots (one declared ``Method.kind``):
+#:   zero-shot       nothing is fitted or trained; needs no shots.
+#:   fit             ``fit(train, val)`` on cached features is the whole learning step (closed form,
+#:                   a cache, or an inner solver such as the linear probe's lbfgs); no engine epochs.
+#:   fit-then-train  ``fit`` first (e.g. build a cache), then the engine's gradient-descent loop.
+#:   train           the engine's gradient-descent loop only.
+KINDS = ("zero-shot", "fit", "fit-then-train", "train")
+#: Where it runs: "features" = only reads pooled frozen embeddings, so the engine encodes every clip
+#: once and trains/evaluates from the feature cache; "network" = runs the encoders every step.
+RUNS_ON = ("features", "network")
+_LEGACY_FLAGS = ("cacheable", "training_free", "needs_fit")
+
+
+class _Derived:
+    """A read-only attribute computed from the class's ``kind`` / ``runs_on``, on the class and on
+    instances alike (``cls.trains`` and ``method.trains``), so the two cannot disagree."""
+
+    def __init__(self, fn):
+        self.fn, self.__doc__ = fn, fn.__doc__
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        return self.fn(owner if owner is not None else type(obj))
+
+    def __set__(self, obj, value):
+        raise AttributeError(f"{type(obj).__name__}.{self.name} is derived from kind/runs_on; "
+                             "declare kind = ... / runs_on = ... on the class instead")
+
+
+def kind_from_flags(training_free: bool, needs_fit: bool) -> str:
+    """The ``kind`` that the old (training_free, needs_fit) flag pair meant."""
+    if training_free:
+        return "fit" if needs_fit else "zero-shot"
+    return "fit-then-train" if needs_fit else "train"
+
+
+def check_declaration(cls) -> None:
+    """Raise ValueError naming ``cls`` when its kind / runs_on are not legal values."""
+    where = f"method class {cls.__module__}.{cls.__qualname__}"
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise ValueError(f"{where} is not a subclass of avprompt.method.Method; derive from it")
+    if cls.kind not in KINDS:
+        raise ValueError(f"{where}: kind={cls.kind!r} is not one of {'|'.join(KINDS)}; set the class "
+                         "attribute kind to one of them")
+    if cls.runs_on not in RUNS_ON:
+        raise ValueError(f"{where}: runs_on={cls.runs_on!r} is not one of {'|'.join(RUNS_ON)}; set the "
+                         "class attribute runs_on to one of them")
+    if cls.fits and cls.fit is Method.fit:
+        raise ValueError(f"{where}: kind={cls.kind!r} but the class does not override fit(); "
+                         "implement fit() or declare kind='train'/'zero-shot'")
 
 
 @dataclass
@@ -53,12 +112,60 @@ class Method(nn.Module):
     description: ClassVar[str] = ""
     config_class: ClassVar[type] = MethodConfig
     supported_modalities: ClassVar[tuple[str, ...]] = ("v", "a", "av")
-    #: True when the method only reads pooled frozen embeddings (feat_v / feat_a): the engine then
-    #: encodes every clip once and trains from the feature cache.
-    cacheable: ClassVar[bool] = False
-    #: True when the method has nothing to train by gradient descent (``fit`` may still search
-    #: hyper-parameters on validation features).
-    training_free: ClassVar[bool] = False
+    #: One of ``KINDS``: what the method does with the shots (the engine reads only this).
+    kind: ClassVar[str] = "train"
+    #: One of ``RUNS_ON``: "features" (frozen-feature cache) or "network" (encoders every step).
+    runs_on: ClassVar[str] = "network"
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        # Plug-in methods written before ``kind`` existed set the old flags as plain class
+        # attributes, which would shadow the derived ones: translate them once, here.
+        legacy = {f: cls.__dict__[f] for f in _LEGACY_FLAGS if isinstance(cls.__dict__.get(f), bool)}
+        if not legacy:
+            return
+        if "kind" in cls.__dict__ or "runs_on" in cls.__dict__:
+            raise TypeError(f"method class {cls.__module__}.{cls.__qualname__} sets both kind/runs_on "
+                            f"and the old flags {sorted(legacy)}; keep only kind and runs_on")
+        flags = {f: legacy.get(f, getattr(super(cls, cls), f)) for f in _LEGACY_FLAGS}
+        for f in legacy:
+            delattr(cls, f)
+        cls.runs_on = "features" if flags["cacheable"] else "network"
+        cls.kind = kind_from_flags(flags["training_free"], flags["needs_fit"])
+        warnings.warn(f"method class {cls.__qualname__}: {', '.join(f'{f}={v}' for f, v in legacy.items())} "
+                      f"are deprecated; declare kind = {cls.kind!r} and runs_on = {cls.runs_on!r}",
+                      DeprecationWarning, stacklevel=2)
+
+    # ----- derived, read-only views of kind / runs_on -----------------------------------------
+    @_Derived
+    def is_zero_shot(cls) -> bool:
+        """Nothing is fitted or trained: the method needs no shots (one shots=0 cell)."""
+        return cls.kind == "zero-shot"
+
+    @_Derived
+    def fits(cls) -> bool:
+        """The engine calls ``fit(train_features, val_features)`` before any training."""
+        return cls.kind in ("fit", "fit-then-train")
+
+    @_Derived
+    def trains(cls) -> bool:
+        """The engine runs its gradient-descent loop over ``trainable_parameters()``."""
+        return cls.kind in ("fit-then-train", "train")
+
+    @_Derived
+    def cacheable(cls) -> bool:
+        """Old name: ``runs_on == "features"``."""
+        return cls.runs_on == "features"
+
+    @_Derived
+    def training_free(cls) -> bool:
+        """Old name: no engine training loop (``kind`` is zero-shot or fit)."""
+        return cls.kind in ("zero-shot", "fit")
+
+    @_Derived
+    def needs_fit(cls) -> bool:
+        """Old name of ``fits``."""
+        return cls.kind in ("fit", "fit-then-train")
 
     def __init__(self, encoders, task: TaskSpec, config: MethodConfig):
         super().__init__()
@@ -69,6 +176,7 @@ class Method(nn.Module):
         self.encoders = encoders  # frozen; registered as a submodule so .to(device) moves it
         self.task = task
         self.config = config
+        self._changes: dict[tuple[str, str | None], dict] = {}
 
     @classmethod
     def default_config(cls, **overrides) -> MethodConfig:
@@ -113,13 +221,49 @@ class Method(nn.Module):
         return self.encoders.encode(batch, modality)
 
     def fit(self, train_features: dict, val_features: dict) -> dict:
-        """Training-free fitting (Tip-Adapter cache, linear probe) on cached features.
+        """The fitting step of ``kind`` "fit" / "fit-then-train" methods, on cached features.
 
         ``*_features`` hold ``feat_v``/``feat_a`` ``(N, T, D)`` plus the label keys. Returns what was
-        selected (recorded in the result). Only called when ``training_free`` or the method
-        overrides it; default: nothing to fit.
+        selected (recorded in the result). Called by the engine only when ``fits``.
         """
         return {}
+
+    # ----- what actually ran ------------------------------------------------------------------
+    def record_change(self, field: str, reference, used, reason: str, branch: str | None = None) -> None:
+        """Note that config ``field`` ran as ``used`` instead of ``reference`` (the configured /
+        reference value) because of the towers or the task. Call it where the value is adapted;
+        ``branch`` ("v"/"a") when the value is per tower."""
+        if used == reference:
+            return
+        self._changes[(field, branch)] = {"field": field, "reference": reference, "used": used,
+                                          "reason": reason, "branch": branch}
+
+    def reference_changes(self) -> list[dict]:
+        """Every architecture value that differs from the configured reference value, each
+        ``{"field", "reference", "used", "reason"}`` (plus ``"branches"`` for per-tower values)."""
+        merged: dict[tuple, dict] = {}
+        for (field, branch), ch in self._changes.items():
+            key = (field, repr(ch["reference"]), repr(ch["used"]), ch["reason"])
+            entry = merged.setdefault(key, {k: ch[k] for k in ("field", "reference", "used", "reason")})
+            if branch is not None:
+                entry.setdefault("branches", []).append(branch)
+        return list(merged.values())
+
+    def effective_config(self) -> dict:
+        """The config that ran: ``asdict(config)`` with every recorded change applied (a per-branch
+        value that differs between branches becomes ``{branch: value}``)."""
+        out = dataclasses.asdict(self.config)
+        per_field: dict[str, dict] = {}
+        for (field, branch), ch in self._changes.items():
+            per_field.setdefault(field, {})[branch] = ch["used"]
+        for field, used in per_field.items():
+            values = {repr(v) for v in used.values()}
+            unchanged = [m for m in self.modalities if m not in used] if None not in used else []
+            if len(values) == 1 and not unchanged:
+                out[field] = next(iter(used.values()))
+            else:  # branches ran with different values: record each
+                out[field] = {**{m: out[field] for m in unchanged}, **used}
+        return out
 
     def train(self, mode: bool = True):
         # The frozen encoders stay in eval mode (BatchNorm statistics, SpecAugment, dropout).

@@ -103,12 +103,16 @@ class PromptLearner(nn.Module):
         name_ids = text.tokenize(names)
         name_lens = (name_ids.argmax(-1) - 1).tolist()  # tokens between SOS and EOT
         room = text.context_length - max(name_lens) - 3  # SOS, ".", EOT
+        #: why n_ctx was shrunk ("" when it was not); build_learners records it on the method
+        self.requested_n_ctx, self.shrink_reason = n_ctx, ""
         if n_ctx > room:
             msg = (f"{where}: n_ctx={n_ctx} does not fit the text context length {text.context_length} "
                    f"next to the longest class name ({max(name_lens)} tokens)")
             if not fit_ctx or room < 1:
                 raise ValueError(msg + "; lower n_ctx or shorten the class names")
             warnings.warn(msg + f"; using n_ctx={room}", stacklevel=2)
+            self.shrink_reason = (f"prompt + longest class name ({max(name_lens)} tokens) exceed the "
+                                  f"text tower's {text.context_length}-token context")
             n_ctx = room
         self.n_ctx = n_ctx
         ids = text.tokenize([" ".join(["X"] * n_ctx) + " " + name + "." for name in names])  # (K, L)
@@ -188,13 +192,17 @@ def build_learners(method, n_ctx: int, fit_ctx: bool = True, **kw) -> nn.ModuleD
     """One ``PromptLearner`` per modality of ``method`` (its ``config.modality``), keyed "v"/"a".
 
     Reads ctx_init / ctx_init_audio, csc and class_position from ``method.config`` unless given.
+    A shrunk n_ctx is recorded on the method (``record_change``), so results show what ran.
     """
     cfg = method.config
     learners = nn.ModuleDict()
     for m in method.modalities:
         text = check_prompt_tower(method.encoders.tower(m).text, method.key, m)
-        learners[m] = PromptLearner(
+        pl = PromptLearner(
             text, method.task.prompt_names, n_ctx, init_words=kw.get("init_words", cfg.init_words(m)),
             csc=kw.get("csc", cfg.csc), class_position=kw.get("class_position", cfg.class_position),
             fit_ctx=fit_ctx, where=f"method {method.key} ({m})")
+        if pl.shrink_reason:
+            method.record_change("n_ctx", n_ctx, pl.n_ctx, pl.shrink_reason, branch=m)
+        learners[m] = pl
     return learners

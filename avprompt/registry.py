@@ -25,8 +25,15 @@ class RegistryError(RuntimeError):
 
 
 def register_method(key: str):
-    """Class decorator: register a ``Method`` subclass under a kebab-case key."""
+    """Class decorator: register a ``Method`` subclass under a kebab-case key.
+
+    Checks the class's declared ``kind`` / ``runs_on`` (``avprompt.method.check_declaration``)."""
     def deco(cls):
+        from avprompt.method import check_declaration
+        try:
+            check_declaration(cls)
+        except ValueError as e:
+            raise RegistryError(f"method {key!r}: {e}") from None
         prev = _REGISTRY.get(key)
         if prev is not None and f"{prev.__module__}.{prev.__qualname__}" != f"{cls.__module__}.{cls.__qualname__}":
             raise RegistryError(f"duplicate method key {key!r}: {prev.__module__}.{prev.__qualname__} "

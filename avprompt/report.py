@@ -1,14 +1,17 @@
 """Tables and curves built only from result files (``avprompt.results``).
 
 ``to_dataframe`` turns records into a long table (one row per cell, metrics flattened into columns);
-``summarize`` aggregates seeds per (suite, task, method, backbones, shots) into mean, sample std,
-95% confidence half-width (Student t with n-1 degrees of freedom) and n; ``failed_cells`` lists the
-cells that did not finish. ``render`` writes Markdown (own renderer, no tabulate), CSV or JSON;
-``plot_curves`` draws metric-vs-shots curves with spread and constant-predictor floors.
+``summarize`` aggregates seeds per (suite, data, protocol, task, method, backbones, shots) into mean,
+sample std, 95% confidence half-width (Student t with n-1 degrees of freedom), n, the
+constant-predictor floor of the chosen metric and trust counts; ``failed_cells`` lists the cells
+that did not finish. ``render`` writes Markdown (own renderer, no tabulate; marks and footnotes),
+CSV or JSON; ``plot_curves`` draws metric-vs-shots curves with spread and floors.
+
+Floors: a record's ``metrics["floors"]`` holds the floor of each metric (``metrics["floor"]`` the
+primary's); the floor column shows the floor of the chosen metric, ``floor`` only for the primary.
 
 ``add_paper_columns`` / the ``paper`` argument of ``plot_curves`` put the DG-SCT paper's numbers
-(``avprompt/reference/paper_numbers.csv``) beside ours. They are percentages; when our metric is a
-fraction (every value at most 1) they are divided by 100 first.
+beside ours, like with like only (``avprompt.report_notes``).
 """
 from __future__ import annotations
 
@@ -20,16 +23,16 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-KEY_COLUMNS = ["suite", "task", "method", "modality", "method_id", "backbones", "shots", "seed"]
+from avprompt import report_notes as N
+from avprompt.report_notes import (PAPER_COLUMNS, PAPER_CSV, PAPER_METHOD_ALIASES,  # noqa: F401
+                                   add_paper_columns, load_paper_numbers, paper_scale)
+
+KEY_COLUMNS = ["suite", "data", "protocol", "task", "method", "modality", "method_id",
+               "backbones", "shots", "seed"]
 INFO_COLUMNS = ["status", "error", "train_s", "eval_s", "wall_s", "peak_memory_mb", "device",
-                "path"]
-GROUP_COLUMNS = ["suite", "task", "method", "method_id", "backbones", "shots"]
-PAPER_CSV = Path(__file__).parent / "reference" / "paper_numbers.csv"
-PAPER_COLUMNS = ["setting", "task", "metric", "method", "shots", "value", "source"]
-#: Our method ids whose paper counterpart has another name (the paper's zero-shot baselines are
-#: the plain CLIP visual branch and the plain CLAP audio branch).
-PAPER_METHOD_ALIASES = {"zeroshot@v": "zeroshot-clip", "zeroshot@a": "zeroshot-clap",
-                        "zero-shot@v": "zeroshot-clip", "zero-shot@a": "zeroshot-clap"}
+                "path", "dataset", "dataset_kind", "primary_name", "reference_changes", "warnings"]
+GROUP_COLUMNS = ["suite", "data", "protocol", "task", "method", "method_id", "backbones", "shots"]
+_paper_method = N.paper_method
 
 
 # ----- long table ---------------------------------------------------------------------------------
@@ -47,8 +50,19 @@ def _flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def _cell_data(r: dict) -> tuple[str, str, str]:
+    """(data tag, dataset, protocol) of a record, from its key or its provenance fields."""
+    key, config = r["key"], r.get("config") or {}
+    tag = str(key.get("data") or "")
+    tag = "" if tag == "unspecified" else tag
+    dataset = str(r.get("dataset") or tag)
+    protocol = str(r.get("protocol") or key.get("protocol") or config.get("protocol") or "")
+    return tag or dataset, dataset, protocol
+
+
 def to_dataframe(results: Iterable[dict]) -> pd.DataFrame:
-    """One row per result record: key columns, status/error/timings, then one column per metric.
+    """One row per result record: key columns, status/error/timings, provenance, then one column
+    per metric (nested dicts flattened: ``floors.macro_map``).
 
     A metric whose name collides with a key or info column is stored as ``metric.<name>``.
     """
@@ -58,17 +72,22 @@ def to_dataframe(results: Iterable[dict]) -> pd.DataFrame:
         key = r["key"]
         modality = key.get("modality") or ""
         timings = r.get("timings") or {}
+        data, dataset, protocol = _cell_data(r)
+        metrics = r.get("metrics") or {}
         row = {
-            "suite": key["suite"], "task": key["task"], "method": key["method"],
-            "modality": modality,
+            "suite": key["suite"], "data": data, "protocol": protocol, "task": key["task"],
+            "method": key["method"], "modality": modality,
             "method_id": f"{key['method']}@{modality}" if modality else key["method"],
             "backbones": key["backbones"], "shots": int(key["shots"]), "seed": int(key["seed"]),
             "status": r.get("status"), "error": r.get("error"),
             "train_s": timings.get("train_s"), "eval_s": timings.get("eval_s"),
             "wall_s": timings.get("wall_s"), "peak_memory_mb": r.get("peak_memory_mb"),
             "device": r.get("device"), "path": r.get("_path"),
+            "dataset": dataset, "dataset_kind": N.dataset_kind(dataset),
+            "primary_name": str(metrics.get("primary_name") or ""),
+            "reference_changes": N.cell_changes(r), "warnings": N.cell_warnings(r),
         }
-        for name, value in _flatten(r.get("metrics") or {}).items():
+        for name, value in _flatten(metrics).items():
             row[f"metric.{name}" if name in reserved else name] = value
         rows.append(row)
     df = pd.DataFrame(rows, columns=None if rows else KEY_COLUMNS + INFO_COLUMNS)
@@ -94,14 +113,37 @@ def t_quantile(n: int, confidence: float = 0.95) -> float:
         return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
+def cell_floors(df: pd.DataFrame, metric: str) -> pd.Series:
+    """Per cell, the constant-predictor floor of ``metric``: ``floors.<metric>``; for the primary
+    metric (``primary`` or the cell's ``primary_name``) also ``floor``; NaN when unknown."""
+    nan = pd.Series(math.nan, index=df.index, dtype=float)
+
+    def col(name: str) -> pd.Series:
+        return pd.to_numeric(df[name], errors="coerce") if name in df.columns else nan
+
+    names = df["primary_name"] if "primary_name" in df.columns else nan.astype(object)
+    out = col(f"floors.{metric}")
+    if metric == "primary":
+        for name in {n for n in names if isinstance(n, str) and n}:
+            out = out.where(out.notna() | (names != name), col(f"floors.{name}"))
+        return out.fillna(col("floor"))
+    return out.where(out.notna() | (names != metric), col("floor"))
+
+
+def _unique(values) -> str:
+    vals = sorted({str(v) for v in values if v is not None and v == v})
+    return vals[0] if len(vals) == 1 else ("mixed" if vals else "")
+
+
 def _aggregate(df: pd.DataFrame, metric: str, by: list[str], confidence: float) -> pd.DataFrame:
     if metric not in df.columns and not (df["status"] == "ok").any():
         df = df.assign(**{metric: math.nan})  # only failed cells: an empty summary, no error
     if metric not in df.columns:
         known = [c for c in df.columns if c not in KEY_COLUMNS + INFO_COLUMNS]
-        raise ValueError(f"metric {metric!r} is in no result: "
+        raise ValueError(f"--metric {metric!r} is in no result: "
                          f"choose one of {', '.join(known) or '(none)'}")
     ok = df[(df["status"] == "ok") & df[metric].notna()]
+    ok = ok.assign(_floor=cell_floors(ok, metric))
     rows = []
     for keys, g in ok.groupby(by, sort=True, dropna=False):
         vals = g[metric].to_numpy(dtype=float)
@@ -110,11 +152,19 @@ def _aggregate(df: pd.DataFrame, metric: str, by: list[str], confidence: float) 
         ci = t_quantile(n, confidence) * std / math.sqrt(n) if n > 1 else math.nan
         row = dict(zip(by, keys if isinstance(keys, tuple) else (keys,)))
         row.update(n=n, mean=float(vals.mean()), std=std, ci95=ci)
-        if "floor" in g.columns and g["floor"].notna().any():
-            row["floor"] = float(g["floor"].mean())
+        floor = float(g["_floor"].mean()) if g["_floor"].notna().any() else math.nan
+        row.update(floor=floor, below_floor=bool(floor == floor and row["mean"] <= floor))
+        changes = [c for c in g.get("reference_changes", []) if c]
+        warned = [w for w in g.get("warnings", []) if w]
+        row.update(changed=len(changes), warned=len(warned), changes=N.group_changes(changes),
+                   warning_list=N.group_warnings(warned),
+                   dataset_kind=_unique(g.get("dataset_kind", [])),
+                   primary_name=_unique(g.get("primary_name", [])))
         rows.append(row)
-    has_floor = any("floor" in r for r in rows)
-    cols = by + ["n", "mean", "std", "ci95"] + (["floor"] if has_floor else [])
+    # the column shows when results carry floors at all ("—" for a metric without one)
+    has_floor = any(c == "floor" or c.startswith("floors.") for c in df.columns)
+    cols = by + ["n", "mean", "std", "ci95"] + (["floor", "below_floor"] if has_floor else []) \
+        + ["changed", "warned", "changes", "warning_list", "dataset_kind", "primary_name"]
     out = pd.DataFrame(rows, columns=cols)
     out["n"] = out["n"].astype(int)
     out.attrs["metric"] = metric
@@ -125,7 +175,9 @@ def summarize(df: pd.DataFrame, metric: str = "primary", confidence: float = 0.9
     """Per (suite, task, method, backbones, shots): n seeds, mean, std (ddof=1), ci95 half-width.
 
     Only status-ok cells count; a group with one seed has std and ci95 NaN. ``floor`` is the mean
-    constant-predictor score when results carry ``metrics['floor']``.
+    constant-predictor score of ``metric`` over the cells that record it (``cell_floors``) and
+    ``below_floor`` whether the mean does not beat it; ``changed`` / ``warned`` count the cells with
+    reference changes / warnings, detailed (grouped, counted) in ``changes`` / ``warning_list``.
     """
     return _aggregate(df, metric, GROUP_COLUMNS, confidence)
 
@@ -133,65 +185,8 @@ def summarize(df: pd.DataFrame, metric: str = "primary", confidence: float = 0.9
 def failed_cells(df: pd.DataFrame) -> pd.DataFrame:
     """The failed cells with their error reasons (key columns, error, path)."""
     cols = [c for c in KEY_COLUMNS + ["error", "path"] if c in df.columns]
-    return df.loc[df["status"] != "ok", cols].sort_values(KEY_COLUMNS[:8]).reset_index(drop=True)
-
-
-# ----- paper numbers ------------------------------------------------------------------------------
-def load_paper_numbers(path: str | Path | None = None) -> pd.DataFrame:
-    """The DG-SCT paper's numbers; ``shots`` as Int64 (``<NA>`` for the full-training rows)."""
-    path = Path(path) if path else PAPER_CSV
-    if not path.is_file():
-        raise FileNotFoundError(f"paper numbers file {path} is missing: reinstall avprompt")
-    paper = pd.read_csv(path, dtype={"shots": str})
-    missing = [c for c in PAPER_COLUMNS if c not in paper.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; "
-                         f"expected {','.join(PAPER_COLUMNS)}")
-    paper["shots"] = pd.to_numeric(paper["shots"], errors="coerce").astype("Int64")
-    return paper
-
-
-def paper_scale(values: Iterable[float]) -> float:
-    """1/100 when our values look like fractions (all finite ones at most 1), else 1."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    return 0.01 if v.size and np.all(np.abs(v) <= 1.0) else 1.0
-
-
-def _paper_method(method_id: str) -> str:
-    return PAPER_METHOD_ALIASES.get(method_id, method_id.split("@")[0])
-
-
-def _select_paper(paper: pd.DataFrame, metric: str, scale: float) -> pd.DataFrame:
-    """Paper rows comparable with ``metric`` at a numeric shot count, values rescaled.
-
-    For ``primary`` a (task, method, shots) counts only when the paper gives one metric for it
-    (true of every few-shot/zero-shot row); otherwise the paper metric name must equal ``metric``.
-    """
-    p = paper[paper["shots"].notna()].copy()
-    if metric == "primary":
-        counts = p.groupby(["task", "method", "shots"])["metric"].transform("nunique")
-        p = p[counts == 1]
-    else:
-        p = p[p["metric"] == metric]
-    p["shots"] = p["shots"].astype(int)
-    p["value"] = p["value"] * scale
-    return p
-
-
-def add_paper_columns(summary: pd.DataFrame, paper: pd.DataFrame | None = None,
-                      metric: str | None = None) -> pd.DataFrame:
-    """``summary`` plus ``paper`` (value on our metric's scale) and ``paper_source`` columns."""
-    paper = load_paper_numbers() if paper is None else paper
-    metric = metric or summary.attrs.get("metric", "primary")
-    p = _select_paper(paper, metric, paper_scale(summary["mean"]))
-    lookup = {(r.task, r.method, int(r.shots)): (r.value, r.source) for r in p.itertuples()}
-    out = summary.copy()
-    hits = [lookup.get((r.task, _paper_method(r.method_id), int(r.shots)), (math.nan, ""))
-            for r in out.itertuples()]
-    out["paper"] = [h[0] for h in hits]
-    out["paper_source"] = [h[1] for h in hits]
-    out.attrs = dict(summary.attrs)
-    return out
+    return df.loc[df["status"] != "ok", cols].sort_values(
+        [c for c in KEY_COLUMNS if c in cols]).reset_index(drop=True)
 
 
 # ----- rendering ----------------------------------------------------------------------------------
@@ -203,12 +198,12 @@ def _cell(value, floatfmt: str) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """A GitHub Markdown table; numbers right-aligned, NaN shown as ``-``."""
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g", right: Iterable[str] = ()) -> str:
+    """A GitHub Markdown table; numbers (and the ``right`` columns) right-aligned, NaN ``-``."""
     header = [str(c) for c in df.columns]
     body = [[_cell(v, floatfmt) for v in row] for row in df.itertuples(index=False)]
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) or c in set(right) for c in df.columns]
 
     def line(cells):
         return "| " + " | ".join(c.rjust(w) if num else c.ljust(w)
@@ -219,20 +214,55 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return "\n".join([line(header), rule] + [line(r) for r in body])
 
 
-def _display(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary columns worth showing: suite only when several, method_id as ``method``."""
-    cols = [c for c in ["suite", "task", "method_id", "backbones", "shots", "n", "mean", "std",
-                        "ci95", "floor", "paper", "paper_source"] if c in summary.columns]
-    if summary["suite"].nunique() <= 1:
-        cols.remove("suite")
-    return summary[cols].rename(columns={"method_id": "method"})
+def _number(value, floatfmt: str, missing: str = "—") -> str:
+    return missing if value is None or value != value else format(float(value), floatfmt)
+
+
+def _display(summary: pd.DataFrame, floatfmt: str = ".4g") -> tuple[pd.DataFrame, list[str]]:
+    """The columns worth showing (suite, data and protocol only when several; method_id as
+    ``method``; ``marks`` when any row has one) and the paper footnotes ``[k]`` they cite."""
+    cols = [c for c in ["suite", "data", "protocol", "task", "method_id", "backbones", "shots",
+                        "n", "mean", "std", "ci95", "floor", "paper", "paper_source"]
+            if c in summary.columns]
+    for c in ("suite", "data", "protocol"):
+        if c in cols and summary[c].nunique() <= 1:
+            cols.remove(c)
+    out = summary[cols].rename(columns={"method_id": "method"}).copy()
+    if "floor" in out:
+        out["floor"] = [_number(v, floatfmt) for v in out["floor"]]
+    notes: list[str] = []
+    if "paper" in out:
+        cells = []
+        for value, note in zip(summary["paper"], summary.get("paper_note", [""] * len(out))):
+            cell = _number(value, floatfmt)
+            if note and note != "synthav":  # SynthAV is said once above the table
+                if note not in notes:
+                    notes.append(note)
+                cell += f" [{notes.index(note) + 1}]"
+            cells.append(cell)
+        out["paper"] = cells
+    marks = [N.row_marks(r) for r in summary.itertuples()]
+    if any(marks):
+        out["marks"] = marks
+    return out, [f"[{i}] {n}." for i, n in enumerate(notes, 1)]
 
 
 def to_markdown(summary: pd.DataFrame, failed: pd.DataFrame | None = None) -> str:
-    """Summary table (and a failed-cells table when any) as Markdown."""
+    """Summary table (marks, footnotes; a failed-cells table when any) as Markdown."""
     metric = summary.attrs.get("metric", "primary")
+    table, paper_notes = _display(summary)
     parts = [f"Metric: `{metric}`; mean, std and 95% CI half-width (Student t) over seeds; "
-             "n = seeds.", "", markdown_table(_display(summary))]
+             "n = seeds; floor = constant-predictor score of this metric (— when unknown)."]
+    note = N.synthav_note(summary)
+    if note:
+        parts.append(note)
+    parts += ["", markdown_table(table, right=("floor", "paper"))]
+    notes = N.footnotes(summary, metric)
+    if "paper" in summary and summary["paper"].notna().any():
+        notes.append(N.PAPER_NOTE)
+    notes += paper_notes
+    for block in notes:  # one paragraph each (sub-items stay with their heading)
+        parts += ["", block]
     if failed is not None and len(failed):
         cols = [c for c in ["task", "method_id", "backbones", "shots", "seed", "error"]
                 if c in failed]
@@ -248,16 +278,23 @@ def _records(df: pd.DataFrame) -> list[dict]:
 
 
 def render(summary: pd.DataFrame, failed: pd.DataFrame | None = None, fmt: str = "md") -> str:
-    """Summary as ``md``, ``csv`` (summary only) or ``json`` ({metric, summary, failed})."""
+    """Summary as ``md``, ``csv`` (summary only; list columns as JSON text) or ``json``
+    ({metric, notes, summary, failed})."""
     if fmt == "md":
         return to_markdown(summary, failed)
     if fmt == "csv":
-        return summary.to_csv(index=False)
+        flat = summary.copy()
+        for c in ("changes", "warning_list"):
+            if c in flat:
+                flat[c] = [json.dumps(v) for v in flat[c]]
+        return flat.to_csv(index=False)
     if fmt == "json":
-        out = {"metric": summary.attrs.get("metric", "primary"), "summary": _records(summary),
+        out = {"metric": summary.attrs.get("metric", "primary"),
+               "notes": [n for n in [N.synthav_note(summary)] if n],
+               "summary": _records(summary),
                "failed": _records(failed if failed is not None else pd.DataFrame())}
         return json.dumps(out, indent=2) + "\n"
-    raise ValueError(f"report format {fmt!r}: use md, csv or json")
+    raise ValueError(f"--format {fmt!r}: use md, csv or json")
 
 
 # ----- curves -------------------------------------------------------------------------------------
@@ -270,23 +307,27 @@ def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | N
                 paper: pd.DataFrame | None = None, metric: str = "primary") -> Path:
     """Metric-vs-shots curves, one panel per task, one line per (method, backbones).
 
-    Shaded band: mean ± std over seeds. Dashed grey line: the task's constant-predictor floor
-    (``floors`` or the mean of results' ``metrics['floor']``). Hollow diamonds: paper numbers for
-    the plotted methods. Uses the Agg canvas directly, so no global backend is set.
+    Shaded band: mean ± std over seeds. Dashed grey line: the task's constant-predictor floor of
+    ``metric`` (``floors`` or the mean of the cells' floors, ``cell_floors``). Hollow diamonds:
+    paper numbers for the plotted rows, paired like with like (``add_paper_columns``). A store
+    holding several data or protocols gets one line per (method, backbones, data, protocol).
+    Uses the Agg canvas directly, so no global backend is set.
     """
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    summ = _aggregate(df, metric, ["task", "method_id", "backbones", "shots"], 0.95)
+    summ = _aggregate(df, metric, ["data", "protocol", "task", "method_id", "backbones", "shots"],
+                      0.95)
     if summ.empty:
         raise ValueError(f"no finished results with metric {metric!r} to plot")
     if floors is None and "floor" in summ.columns:
         floors = summ.groupby("task")["floor"].mean().dropna().to_dict()
-    p = _select_paper(paper, metric, paper_scale(summ["mean"])) if paper is not None else None
+    if paper is not None:
+        summ = add_paper_columns(summ, paper, metric)
     tasks = sorted(summ["task"].unique())
-    lines = sorted(set(zip(summ["method_id"], summ["backbones"])))
-    several_bb = summ["backbones"].nunique() > 1
+    lines = sorted(set(zip(summ["method_id"], summ["backbones"], summ["data"], summ["protocol"])))
+    several = [c for c in ("backbones", "data", "protocol") if summ[c].nunique() > 1]
     # Colour = method, line style = branch (v solid, a dotted, av dashed): a sweep over three
     # branches stays readable with one colour per method.
     cmap = colormaps["tab20"]
@@ -305,13 +346,16 @@ def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | N
     legend: dict[str, object] = {}
     for ax, task in zip(axes, tasks):
         t = summ[summ["task"] == task]
-        for method_id, bb in lines:
-            g = t[(t["method_id"] == method_id) & (t["backbones"] == bb)].sort_values("shots")
+        for method_id, bb, data, protocol in lines:
+            g = t[(t["method_id"] == method_id) & (t["backbones"] == bb) & (t["data"] == data)
+                  & (t["protocol"] == protocol)].sort_values("shots")
             if g.empty:
                 continue
             x = [shot_position(int(s)) for s in g["shots"]]
             m, s = g["mean"].to_numpy(), np.nan_to_num(g["std"].to_numpy())
-            label = f"{method_id} ({bb})" if several_bb else method_id
+            extra = [str(v) for c, v in zip(("backbones", "data", "protocol"), (bb, data, protocol))
+                     if c in several]
+            label = f"{method_id} ({', '.join(extra)})" if extra else method_id
             ls = style.get(method_id.partition("@")[2], "-")
             (h,) = ax.plot(x, m, marker="o", ms=3.5, lw=1.4, ls=ls, color=color[method_id], label=label)
             legend.setdefault(label, h)
@@ -319,20 +363,19 @@ def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | N
                 ax.fill_between(x, m - s, m + s, color=color[method_id], alpha=0.15, lw=0)
             else:  # a lone point has no band to shade: show its spread as an error bar
                 ax.errorbar(x, m, yerr=s, color=color[method_id], capsize=3, lw=1)
+            if paper is not None and g["paper"].notna().any():
+                q = g[g["paper"].notna()]
+                ax.scatter([shot_position(int(k)) for k in q["shots"]], q["paper"], marker="D",
+                           s=30, facecolors="none", edgecolors=[color[method_id]], zorder=3)
         if floors and task in floors:
             legend.setdefault("constant predictor",
                               ax.axhline(floors[task], ls="--", color="0.45", lw=1, label="constant predictor"))
-        if p is not None:
-            for method_id in t["method_id"].unique():
-                q = p[(p["task"] == task) & (p["method"] == _paper_method(method_id))]
-                ax.scatter([shot_position(int(s)) for s in q["shots"]], q["value"], marker="D",
-                           s=30, facecolors="none", edgecolors=[color[method_id]], zorder=3)
         ax.set_xticks([shot_position(k) for k in ticks], [str(k) for k in ticks])
         ax.set_title(task)
         ax.set_xlabel("shots per class (0 = zero-shot)")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    if p is not None:
+    if paper is not None and summ["paper"].notna().any():
         legend["paper (reported)"] = Line2D([], [], ls="", marker="D", mfc="none", mec="0.2")
     fig.legend(list(legend.values()), list(legend.keys()), loc="outside lower center",
                ncols=min(5, len(legend)), fontsize=7, frameon=False)

@@ -1,8 +1,11 @@
 """The results store: one self-describing JSON file per benchmark cell.
 
-A cell is one (suite, task, method, backbones, shots, seed) run. Its file lives at
+A cell is one (suite, data, protocol, task, method, backbones, shots, seed) run. Its file lives at
 
-    <root>/<suite>/<task>/<method_id>/<backbones>/shots<K>/seed<S>.json
+    <root>/<suite>/<data>/<protocol>/<task>/<method_id>/<backbones>/shots<K>/seed<S>.json
+
+so that experiments on other data, under another protocol or with other backbones live side by
+side in one store.
 
 where ``method_id`` is the method key, suffixed ``@<modality>`` when the cell pins a modality
 (``coop@av``): the same method run on the CLIP branch, the CLAP branch and both is three cells and
@@ -17,9 +20,19 @@ templates, split hash, dataset and backbone identifiers, package versions, git c
 peak memory, device and a creation time. Tables and plots (``avprompt.report``) are built only from
 these files.
 
-Resuming: ``cell_done`` is True only for a readable file whose status is ``"ok"``. A rerun of a
-suite skips ok cells and retries failed ones (a failure is usually an environment problem, e.g.
-out of memory, that a rerun may not hit); the retry overwrites the failed file.
+Resuming: a cell is reused only when it is the same experiment. Every record carries its
+``identity`` (suite, task, method, modality, shots, seed, protocol, data location + annotation
+fingerprint, backbone architecture + weights fingerprint, and the resolved config with its hash);
+``cell_state`` compares it with the identity a sweep is about to run and answers ``new``, ``done``,
+``stale`` (naming the fields that differ: the cell is rerun and its file replaced) or ``failed``
+(retried: a failure is usually an environment problem, e.g. out of memory, that a rerun may not hit).
+
+Claims: a sweep claims a cell before computing it (``<seedS>.claim`` beside the JSON, holding the
+owner's pid and host, created exclusively), so two sweeps on one store never both compute a cell;
+a claim whose owner died (same host, pid gone) or that is older than ``CLAIM_TTL_S`` is taken over.
+
+Records never hold a bare ``NaN``/``Infinity`` (invalid JSON): such a value is written as null and
+its path listed under ``nulls`` with the reason.
 
 Writes are atomic (temporary file in the same folder, fsync, ``os.replace``), so a reader or a
 second writer never sees a half-written file: two processes writing the same cell leave one
@@ -46,7 +59,7 @@ STATUSES = ("ok", "failed")
 #: Fields of ``extra`` stored at the top level of a record; any other key goes under ``extra``.
 KNOWN_EXTRA = (
     "class_names", "prompt_templates", "split_hash", "dataset", "backbone", "timings",
-    "peak_memory_mb", "device", "protocol",
+    "peak_memory_mb", "device", "protocol", "identity", "effective_config", "reference_changes", "warnings",
 )
 #: Distributions whose versions every record carries (name in the record -> distribution name).
 VERSIONED_PACKAGES = {
@@ -63,7 +76,9 @@ class CellKey:
     suite: benchmark suite name (e.g. ``fewshot``); task: task name (``ave``, ``ave-cls``);
     method: registered method key; backbones: one string naming the encoder pair
     (e.g. ``ViT-B-32+HTSAT-tiny``); shots: examples per class (0 = zero-shot); seed: split and
-    initialisation seed; modality: ``""`` (method default) or ``v``/``a``/``av``.
+    initialisation seed; modality: ``""`` (method default) or ``v``/``a``/``av``; data: a short
+    tag of the data location (``synthav-small-0``, ``AVE-1a2b3c4d``); protocol: ``standard`` or
+    ``reference``.
     """
 
     suite: str
@@ -73,6 +88,8 @@ class CellKey:
     shots: int
     seed: int
     modality: str = ""
+    data: str = "unspecified"
+    protocol: str = "standard"
 
     def __post_init__(self):
         for name in ("suite", "task", "method", "backbones"):
@@ -94,7 +111,9 @@ class CellKey:
         try:
             return cls(suite=str(d["suite"]), task=str(d["task"]), method=str(d["method"]),
                        backbones=str(d["backbones"]), shots=int(d["shots"]), seed=int(d["seed"]),
-                       modality=str(d.get("modality", "") or ""))
+                       modality=str(d.get("modality", "") or ""),
+                       data=str(d.get("data", "unspecified") or "unspecified"),
+                       protocol=str(d.get("protocol", "standard") or "standard"))
         except KeyError as e:
             raise ValueError(f"result key is missing field {e.args[0]!r}") from None
 
@@ -109,7 +128,8 @@ def sanitize(component: str) -> str:
 
 def result_path(root: str | os.PathLike, key: CellKey) -> Path:
     """Where the cell ``key`` is stored under ``root``."""
-    return (Path(root) / sanitize(key.suite) / sanitize(key.task) / sanitize(key.method_id)
+    return (Path(root) / sanitize(key.suite) / sanitize(key.data) / sanitize(key.protocol)
+            / sanitize(key.task) / sanitize(key.method_id)
             / sanitize(key.backbones) / f"shots{int(key.shots)}" / f"seed{int(key.seed)}.json")
 
 
@@ -226,10 +246,29 @@ def build_result(key: CellKey, status: str, metrics: dict | None = None,
         "peak_memory_mb": extra.pop("peak_memory_mb", None),
         "device": extra.pop("device", None),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        # what a reader needs to trust the number: the experiment's identity (what a rerun
+        # compares), the config that actually ran, every change from the method's reference
+        # values with its reason, and every warning the cell raised
+        "identity": extra.pop("identity", None),
+        "effective_config": extra.pop("effective_config", None),
+        "reference_changes": list(extra.pop("reference_changes", None) or []),
+        "warnings": list(extra.pop("warnings", None) or []),
     }
     if extra:
         record["extra"] = extra
     return record
+
+
+def _finite(obj: Any, where: str, nulls: dict) -> Any:
+    """``obj`` with every NaN/Infinity replaced by None; ``nulls[path] = reason`` for each."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        nulls[where or "."] = f"{obj!r} (not a finite number) written as null"
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), nulls) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v, f"{where}[{i}]", nulls) for i, v in enumerate(obj)]
+    return obj
 
 
 def write_result(root: str | os.PathLike, record: dict) -> Path:
@@ -242,7 +281,12 @@ def write_result(root: str | os.PathLike, record: dict) -> Path:
         raise ValueError("result record has no 'key': build it with build_result()")
     path = result_path(root, CellKey.from_dict(record["key"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    record = json.loads(json.dumps(record, default=_jsonable))  # plain types (NaN survives here)
+    nulls = {}
+    record = _finite(record, "", nulls)
+    if nulls:
+        record["nulls"] = {**record.get("nulls", {}), **nulls}
+    text = json.dumps(record, indent=2, sort_keys=False, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -285,6 +329,8 @@ def load_results(root: str | os.PathLike) -> list[dict]:
                                 "or pass the folder that holds the result JSON files")
     out = []
     for path in sorted(root.rglob("*.json")):
+        if path.name == "sweep.json":  # the sweep's stamp (commit, wall time), not a cell
+            continue
         try:
             record = read_result(path)
         except ValueError as e:
@@ -295,16 +341,126 @@ def load_results(root: str | os.PathLike) -> list[dict]:
     return out
 
 
-def cell_done(root: str | os.PathLike, key: CellKey) -> bool:
-    """True when ``key`` has a readable result with status ok (a rerun skips it).
+def identity_hash(config: dict) -> str:
+    """Short stable hash of a JSON-able dict (sorted keys)."""
+    import hashlib
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=_jsonable).encode()).hexdigest()[:16]
 
-    Missing, unreadable and failed cells return False, so a rerun computes them again.
+
+def identity_diff(old: dict | None, new: dict) -> list[str]:
+    """The identity fields that differ, as ``field: old -> new`` strings (nested dicts flattened,
+    e.g. ``config.epochs: 2 -> 20``, ``backbones.weights``); [] when the two are the same."""
+    if not isinstance(old, dict):
+        return ["identity: none recorded (a record from an older avprompt)"]
+    out = []
+
+    def walk(a, b, where):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+        elif a != b:
+            show = lambda v: v if len(repr(v)) <= 40 else repr(v)[:37] + "..."  # noqa: E731
+            out.append(f"{where}: {show(a)} -> {show(b)}")
+    # the hash summarises the config: list the config keys instead of the hash line
+    walk({k: v for k, v in old.items() if k != "config_hash"}, {k: v for k, v in new.items() if k != "config_hash"}, "")
+    if not out and old.get("config_hash") != new.get("config_hash"):
+        out.append(f"config_hash: {old.get('config_hash')} -> {new.get('config_hash')}")
+    return out
+
+
+def cell_state(root: str | os.PathLike, key: CellKey, identity: dict | None = None) -> tuple[str, str]:
+    """Whether the cell ``key`` must run: ("new" | "done" | "stale" | "failed", detail).
+
+    done: a readable ok record whose identity equals ``identity`` (when given); stale: an ok record
+    of another experiment (detail names the fields that differ), or an unreadable file; failed: a
+    failed record (retried). A rerun computes every state but done.
     """
     path = result_path(root, key)
     if not path.is_file():
-        return False
+        return "new", ""
     try:
         record = read_result(path)
-    except ValueError:
+    except ValueError as e:
+        return "stale", f"unreadable record ({str(e).split(': ', 1)[-1][:80]})"
+    if record.get("status") != "ok":
+        return "failed", str(record.get("error") or "")[:120]
+    if CellKey.from_dict(record["key"]) != key:
+        return "stale", "key differs"
+    if identity is not None:
+        diff = identity_diff(record.get("identity"), identity)
+        if diff:
+            return "stale", "; ".join(diff)
+    return "done", ""
+
+
+def cell_done(root: str | os.PathLike, key: CellKey, identity: dict | None = None) -> bool:
+    """True when ``key`` has a readable ok result of the same experiment (a rerun skips it)."""
+    return cell_state(root, key, identity)[0] == "done"
+
+
+# ----- claims: one computing sweep per cell ------------------------------------------------------
+CLAIM_TTL_S = float(os.environ.get("AVPROMPT_CLAIM_TTL_S", 24 * 3600))
+
+
+def claim_path(root: str | os.PathLike, key: CellKey) -> Path:
+    return result_path(root, key).with_suffix(".claim")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    return record.get("status") == "ok" and CellKey.from_dict(record["key"]) == key
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_owner(root: str | os.PathLike, key: CellKey) -> dict | None:
+    """The live claim on ``key`` ({pid, host, started}) or None (no claim, or a stale one)."""
+    path = claim_path(root, key)
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8"))
+        started = float(owner.get("time", 0))
+    except (OSError, ValueError, AttributeError):
+        return None
+    if owner.get("host") == platform.node() and not _alive(int(owner.get("pid", -1))):
+        return None
+    if _dt.datetime.now().timestamp() - started > CLAIM_TTL_S:
+        return None
+    return owner
+
+
+def claim_cell(root: str | os.PathLike, key: CellKey) -> dict | None:
+    """Claim ``key`` for this process. Returns None on success, else the live owner's claim.
+
+    The claim file is created exclusively (``O_EXCL``); a stale claim (dead owner on this host, or
+    older than ``CLAIM_TTL_S``) is removed and the claim retried once. Temporary files a killed
+    writer left for this cell are removed once the claim is ours (nobody else writes the cell).
+    """
+    path = claim_path(root, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": platform.node(), "time": _dt.datetime.now().timestamp()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = claim_owner(root, key)
+            if owner is not None:
+                return owner
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(me, f)
+        stem = result_path(root, key).stem
+        for tmp in path.parent.glob(f".{stem}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+        return None
+    return claim_owner(root, key) or {"pid": "?", "host": "?"}
+
+
+def release_cell(root: str | os.PathLike, key: CellKey) -> None:
+    claim_path(root, key).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ class ZeroShotConfig:
     seed: int = 1
     data: str = "synthav"
     backbones: str = "synthav"
-    out: str = "results/synthav"
+    out: str = "runs"
     device: str = "auto"
     max_epochs: int | None = 5
     from_checkpoint: str | None = None  # a checkpoint folder from an earlier run
@@ -31,53 +32,98 @@ class ZeroShotConfig:
 
 
 def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:
-    import torch
+    import warnings
 
-    from avprompt.bench import BenchConfig, _workspace, select_methods, summarize_store
+    import torch
+    from tqdm import tqdm
+
+    from avprompt.bench import (BenchConfig, _workspace, cell_identity, cell_key, check_writable,
+                                echo_grouped_notes, select_methods, summarize_store)
     from avprompt.engine.cell import CellPlan, run_cell
     from avprompt.registry import get_method
-    from avprompt.results import CellKey, build_result, cell_done, write_result
+    from avprompt.results import build_result, cell_done, peak_memory_mb, write_result
 
     if cfg.pretrain != "vggsound40k":
         raise ValueError(f"--pretrain {cfg.pretrain!r}: only vggsound40k is supported")
+    if cfg.max_epochs is not None and cfg.max_epochs < 0:
+        raise ValueError(f"--max-epochs {cfg.max_epochs}: must be 0 (no cap) or positive")
     bench = BenchConfig(data=cfg.data, backbones=cfg.backbones, device=cfg.device, out=cfg.out,
-                        suite="zeroshot", synth_size=cfg.synth_size, tasks=cfg.targets)
+                        suite="zeroshot", synth_size=cfg.synth_size, tasks=cfg.targets, seeds=[cfg.seed]).validate()
+    check_writable(cfg.out, "--out")
     ws = _workspace(bench)
+    for task in [cfg.pretrain, *cfg.targets]:  # fail fast: every dataset must be there
+        ws.index(task)
     ckpt_dir = Path(cfg.from_checkpoint or Path(cfg.out) / "checkpoints")
-    ran = failed = 0
-    for key in select_methods(cfg.methods):
+    methods = [k for k in select_methods(cfg.methods) if get_method(k).kind in ("zero-shot", "train")]
+    outcomes = []
+
+    def record(key, plan, fn):
+        """Run ``fn`` (returns run_cell's output), record ok or failed with warnings, never raise."""
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = fn()
+            out.pop("method_obj", None)
+            out["extra"]["warnings"] = sorted({str(w.message) for w in caught
+                                               if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
+            out["extra"]["peak_memory_mb"] = peak_memory_mb(str(ws.device))
+            out["extra"]["identity"] = cell_identity(dataclasses.replace(bench, suite=key.suite), plan, ws)
+            rec = build_result(key, "ok", out["metrics"], out["config"], out["extra"])
+        except Exception as e:  # noqa: BLE001 - recorded and printed; the run goes on
+            rec = build_result(key, "failed", {}, {}, {}, error=f"{type(e).__name__}: {e}")
+        write_result(cfg.out, rec)
+        outcomes.append({"path": key, "status": rec["status"], "error": rec["error"], "warnings": rec["warnings"],
+                         "reference_changes": [{"method": key.method, **c} for c in rec["reference_changes"]]})
+        return rec
+
+    bar = tqdm(methods, desc="zero-shot methods", unit="method", file=sys.stderr)
+    for key in bar:
         cls = get_method(key)
-        direct = cls.training_free and key.startswith("zeroshot")
-        if cls.training_free and not direct or getattr(cls, "needs_fit", False):
-            continue  # needs target shots (Tip-Adapter cache, linear probe): not a zero-shot method
-        mod = cls.supported_modalities[0] if not cls.cacheable else cls.default_config().modality
+        direct = cls.kind == "zero-shot"
+        mod = cls.default_config().modality if cls.runs_on == "features" else cls.supported_modalities[0]
+        bar.set_postfix_str(f"{key}@{mod}")
         ckpt = ckpt_dir / f"{key}@{mod}.pt"
         if not direct and not ckpt.exists():
             if cfg.from_checkpoint:
                 raise FileNotFoundError(f"--from-checkpoint {cfg.from_checkpoint}: no {ckpt.name} in it")
             echo(f"pre-training {key}@{mod} on {cfg.pretrain}")
             plan = CellPlan(cfg.pretrain, key, mod, None, cfg.seed, max_epochs=cfg.max_epochs)
-            out = run_cell(ws, plan)
-            method = out.pop("method_obj")
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            state = {k: v for k, v in method.state_dict().items() if not k.startswith("encoders.")}
-            torch.save(state, ckpt)
-            pk = CellKey("pretrain", cfg.pretrain, key, ws.encoders.name, 0, cfg.seed, mod)
-            write_result(cfg.out, build_result(pk, "ok", out["metrics"], out["config"], out["extra"]))
-        for task in cfg.targets:
-            k = CellKey("zeroshot", task, key, ws.encoders.name, 0, cfg.seed, mod)
-            if cell_done(cfg.out, k):
-                continue
-            plan = CellPlan(task, key, mod, 0, cfg.seed, checkpoint_in=None if direct else str(ckpt))
-            try:
+            state = {}
+
+            def pretrain():
                 out = run_cell(ws, plan)
-                out.pop("method_obj")
-                out["extra"]["checkpoint"] = None if direct else str(ckpt)
-                rec = build_result(k, "ok", out["metrics"], out["config"], out["extra"])
-            except Exception as e:
-                rec = build_result(k, "failed", {}, {}, {}, error=f"{type(e).__name__}: {e}")
-                failed += 1
-            write_result(cfg.out, rec)
-            ran += 1
-    summary = summarize_store(dataclasses.replace(bench, plot=str(Path(cfg.out) / "zeroshot" / "curves.png")), echo)
-    return {"ran": ran, "failed": failed, **summary}
+                method = out["method_obj"]
+                state["blob"] = {"state": {k: v for k, v in method.state_dict().items()
+                                           if not k.startswith("encoders.")},
+                                 "effective_config": out["config"],
+                                 "reference_changes": out["extra"].get("reference_changes", [])}
+                return out
+            # stored with shots 0 (the store's "no few-shot K"); the identity keeps shots None (all clips)
+            pk = dataclasses.replace(cell_key(bench, dataclasses.replace(plan, shots=0), ws.encoders.name),
+                                     suite="pretrain")
+            rec = record(pk, plan, pretrain)
+            if rec["status"] != "ok":
+                echo(f"FAILED pre-training {key}@{mod}: {rec['error']}")
+                continue
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.with_suffix(".pt.tmp")
+            torch.save(state["blob"], tmp)
+            os.replace(tmp, ckpt)
+        for task in cfg.targets:
+            plan = CellPlan(task, key, mod, 0, cfg.seed, checkpoint_in=None if direct else str(ckpt))
+            k = cell_key(bench, plan, ws.encoders.name)
+            if cell_done(cfg.out, k, cell_identity(bench, plan, ws)):
+                continue
+
+            def transfer(plan=plan):
+                out = run_cell(ws, plan)
+                out["extra"]["checkpoint"] = plan.checkpoint_in
+                return out
+            record(k, plan, transfer)
+    failed = [o for o in outcomes if o["status"] != "ok"]
+    for o in failed:
+        echo(f"FAILED {o['path'].suite} {o['path'].task} {o['path'].method_id}: {o['error']}")
+    echo_grouped_notes(outcomes, echo)
+    summary = summarize_store(bench, echo)
+    echo(f"{len(outcomes)} cells run, {len(failed)} failed; results in {Path(cfg.out) / 'zeroshot'}")
+    return {"ran": len(outcomes), "failed": len(failed), **summary}

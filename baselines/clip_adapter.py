@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avprompt.baselines.zeroshot import ZeroShotConfig, _ZeroShot
+from avprompt.method_bases import ZeroShotBase, ZeroShotConfig
 from avprompt.registry import register_method
 
 
@@ -52,12 +52,12 @@ class Adapter(nn.Module):
 
 
 @register_method("clip-adapter")
-class ClipAdapter(_ZeroShot):
+class ClipAdapter(ZeroShotBase):
     description = "CLIP-Adapter: residual bottleneck adapter (ratio 0.2) on frozen embeddings, per branch"
     config_class = ClipAdapterConfig
     supported_modalities = ("v", "a", "av")
-    cacheable = True
-    training_free = False
+    kind = "train"
+    runs_on = "features"
 
     def __init__(self, encoders, task, config: ClipAdapterConfig):
         super().__init__(encoders, task, config)

@@ -59,7 +59,8 @@ class CoCoOp(Method):
     description = "CoCoOp: per-segment conditioned prompt context (meta-net), late fusion for av"
     config_class = CoCoOpConfig
     supported_modalities = ("v", "a", "av")
-    cacheable = True
+    kind = "train"
+    runs_on = "features"
 
     def __init__(self, encoders, task, config: CoCoOpConfig):
         super().__init__(encoders, task, config)

@@ -41,7 +41,8 @@ class CoOp(Method):
     description = "CoOp: learned prompt context on the frozen text tower(s), late fusion for av"
     config_class = CoOpConfig
     supported_modalities = ("v", "a", "av")
-    cacheable = True
+    kind = "train"
+    runs_on = "features"
 
     def __init__(self, encoders, task, config: CoOpConfig):
         super().__init__(encoders, task, config)

@@ -11,12 +11,14 @@ Samples: segment-level tasks fit one sample per labelled segment (background is 
 video-level tasks fit the mean of each video's normalised segment embeddings. The probe is linear,
 so the mean of its segment logits (what video tasks score) equals its logits of that mean.
 A class with no training sample gets a constant logit of -1e4 (never predicted).
+
+Kind "fit": the probe *is* trained by optimisation (lbfgs on the cross-entropy, once per C in the
+grid), but entirely inside ``fit``; the engine's gradient-descent loop never runs for it.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -41,9 +43,10 @@ class LinearProbe(Method):
     description = "Linear probe: logistic regression (lbfgs, L2, C on validation) on frozen embeddings"
     config_class = LinearProbeConfig
     supported_modalities = ("v", "a", "av")
-    cacheable = True
-    training_free = True
-    needs_fit: ClassVar[bool] = True
+    # fit() trains the probe with scikit-learn's lbfgs (an inner solver, several C values): that is
+    # real optimisation, but the engine runs no epochs of its own, so the kind is "fit".
+    kind = "fit"
+    runs_on = "features"
 
     def __init__(self, encoders, task, config: LinearProbeConfig):
         super().__init__(encoders, task, config)

@@ -4,8 +4,9 @@ Frozen: both encoders. Trains, per branch: the layer-0 text context (n_ctx 2, in
 deep text prompts (n_ctx, W_t) for layers 1..depth-1 (init N(0, 0.02)), and one coupling
 ``Linear(W_t -> C_i)`` per deep layer i that maps that layer's text prompts to the media tower's
 prompts, so the two encoders' prompts are learned jointly. ``depth`` (9) is capped by the depth of
-the text tower and of the media tower. Deep prompts enter through the towers' hook mechanism
-("pre" point, before block i); no encoder is forked.
+the text tower and of the media tower, with a warning and a ``record_change`` (results show the
+depth used). Deep prompts enter through the towers' hook mechanism ("pre" point, before block i);
+no encoder is forked.
 
 Text tower: the prompt is CoOp's ``[SOS][ctx][class tokens][.][EOT]``; before text block i < depth
 the n_ctx context positions are replaced by that layer's prompts; later blocks carry them.
@@ -26,10 +27,11 @@ coupling is kept because the same text prompts feed both towers. Coupling biases
 the offset is driven by the text prompts.
 
 ``modality=av`` averages the CLIP and CLAP branches' logits. MaPLe changes the encoders'
-internal token sequences, so it is not cacheable (frames/audio are encoded every step).
+internal token sequences, so it runs on the network (frames/audio are encoded every step).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -60,7 +62,8 @@ class MaPLe(Method):
     description = "MaPLe: deep text prompts coupled to deep image (CLIP) / audio (CLAP) prompts"
     config_class = MaPLeConfig
     supported_modalities = ("v", "a", "av")
-    cacheable = False
+    kind = "train"
+    runs_on = "network"  # it changes the encoders' internal token sequences
 
     def __init__(self, encoders, task, config: MaPLeConfig):
         super().__init__(encoders, task, config)
@@ -76,6 +79,12 @@ class MaPLe(Method):
         for m in self.modalities:
             tower, pl = encoders.tower(m), self.prompt_learners[m]
             d = min(config.depth, len(tower.text.blocks), len(tower.blocks))
+            if d < config.depth:  # shallow towers: prompt every block there is, and say so
+                reason = (f"the {'CLIP' if m == 'v' else 'CLAP'} towers have {len(tower.text.blocks)} text and "
+                          f"{len(tower.blocks)} {'image' if m == 'v' else 'audio'} blocks")
+                warnings.warn(f"method maple ({m}): depth={config.depth} exceeds the towers ({reason}); "
+                              f"using depth={d}", stacklevel=2)
+                self.record_change("depth", config.depth, d, reason, branch=m)
             self.depths[m] = d
             w_t = pl.ctx.shape[-1]
             self.deep_text[m] = nn.Parameter(torch.randn(d - 1, pl.n_ctx, w_t) * 0.02)  # layers 1..d-1

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avprompt.baselines.zeroshot import ZeroShotConfig, _ZeroShot
+from avprompt.method_bases import ZeroShotBase, ZeroShotConfig
 from avprompt.registry import register_method
 
 
@@ -93,14 +93,13 @@ def accuracy(logits: torch.Tensor, features: dict, task) -> float:
 
 
 @register_method("tip-adapter")
-class TipAdapter(_ZeroShot):
+class TipAdapter(ZeroShotBase):
     description = "Tip-Adapter: training-free few-shot key-value cache on frozen embeddings, per branch"
     config_class = TipAdapterConfig
     supported_modalities = ("v", "a", "av")
-    cacheable = True
-    training_free = True
-    #: ``fit`` builds the cache: the engine calls it before training/evaluation.
-    needs_fit: ClassVar[bool] = True
+    #: ``fit`` builds the cache and searches alpha/beta; nothing is trained by gradient descent.
+    kind = "fit"
+    runs_on = "features"
     learn_keys: ClassVar[bool] = False
 
     def __init__(self, encoders, task, config: TipAdapterConfig):
@@ -197,6 +196,5 @@ class TipAdapter(_ZeroShot):
 class TipAdapterF(TipAdapter):
     description = "Tip-Adapter-F: Tip-Adapter with the cache keys fine-tuned (AdamW, 20 epochs)"
     config_class = TipAdapterFConfig
-    training_free = False
-    needs_fit: ClassVar[bool] = True
+    kind = "fit-then-train"  # fit builds the cache, then the engine fine-tunes the keys
     learn_keys: ClassVar[bool] = True

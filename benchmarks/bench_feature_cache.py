@@ -64,8 +64,8 @@ def main() -> None:
     key = args.method or ("coop" if "coop" in reg else "clip-adapter")
     cls = reg[key]
     modality = args.modality if args.modality in cls.supported_modalities else cls.supported_modalities[0]
-    if not cls.cacheable:
-        raise SystemExit(f"method {key} is not cacheable: the feature cache does not apply to it")
+    if cls.runs_on != "features":
+        raise SystemExit(f"method {key} runs in the network: the feature cache does not apply to it")
     dev = torch.device(args.device)
 
     t = time.perf_counter()

@@ -34,7 +34,9 @@ def test_cli_sweep_writes_json_table_and_png(tiny_world, tmp_path, monkeypatch):
     for field in ("metrics", "config", "class_names", "prompt_templates", "split_hash", "versions", "timings",
                   "dataset", "backbone"):
         assert rec[field], field
-    assert (out / "fewshot" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sweep = out / "fewshot" / "synthav-tiny-0" / "standard"  # <out>/<suite>/<data>/<protocol>
+    assert (sweep / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((sweep / "sweep.json").read_text())["cells_run"] == 3
     assert "| ave-cls" in r.output and "curves:" in r.output
     # the report command rebuilds the same table from the files alone
     rep = CliRunner().invoke(app, ["report", str(out / "fewshot"), "--format", "csv"])
@@ -81,7 +83,7 @@ def test_failed_cell_is_recorded_and_sweep_goes_on(tiny_world, tmp_path, monkeyp
         "@register_method('nan-probe')\n"
         "class NanProbe(Method):\n"
         "    description = 'diverges on purpose'\n"
-        "    cacheable = True\n"
+        "    runs_on = \"features\"\n"
         "    def __init__(self, encoders, task, config):\n"
         "        super().__init__(encoders, task, config)\n"
         "        self.w = torch.nn.Parameter(torch.zeros(1))\n"

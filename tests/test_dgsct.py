@@ -108,6 +108,32 @@ def test_reference_preset_resolves_every_choice(tiny_encoders):
     assert m2.choices["fusion"] == "paper" and m2.choices["gamma"] == 0.05
 
 
+@pytest.mark.parametrize("preset", ["paper", "reference"])
+@pytest.mark.parametrize("task", [SEG, VID], ids=["segment", "video"])
+def test_effective_config_resolves_the_preset(tiny_encoders, preset, task):
+    m = build(tiny_encoders, task, preset=preset)
+    assert m.config.temporal is None and m.config.gamma is None  # the config leaves them to the preset
+    eff = m.effective_config()
+    resolved = ("temporal", "fusion", "placement", "clip_adapter", "gamma", "combine", "guide_relu",
+                "latent_tokens")
+    assert all(eff[k] is not None for k in resolved) and not [k for k, v in eff.items() if v is None]
+    assert {k: eff[k] for k in resolved} == m.choices
+    assert eff["gamma"] == (0.01 if task is SEG else 0.05)
+    assert eff["head_dim"] == tiny_encoders.vision.embed_dim  # head_dim 0 = the CLIP embedding dim
+    assert m.reference_changes() == []
+
+
+def test_learned_context_that_does_not_fit_is_shrunk_and_recorded(tiny_encoders):
+    long = TaskSpec("ave", "segment", ("dog bark", "a very long class name with many many words"), num_segments=3)
+    with pytest.warns(UserWarning, match="does not fit the text context length 16"):
+        m = build(tiny_encoders, long, n_ctx=8)
+    ids = m.ids_v[1]  # the long name's prompt: its EOT must not have been cut off
+    assert int(ids.argmax()) == 1 + m.ctx_v.shape[0] + 9 + 1  # SOS, ctx, 9 name tokens, "."
+    assert m.effective_config()["n_ctx"] == m.ctx_v.shape[0] < 8
+    assert [c["field"] for c in m.reference_changes()] == ["n_ctx"]
+    assert m.templates["v"] == [f"[{m.ctx_v.shape[0]} learned context tokens] {{}}."]
+
+
 def test_branch_weights_sum_to_one_and_follow_confidence():
     torch.manual_seed(0)
     l_a = torch.randn(5, 4)

@@ -21,8 +21,8 @@ def build(cls, encoders, task, modality, seed=0):
 
 
 def fitted(method, encoders, batch):
-    """Training-free methods fit on features of the batch itself (the contract only)."""
-    if method.training_free:
+    """Fitting methods fit on features of the batch itself (the contract only)."""
+    if method.fits:
         feats = {k: v for k, v in batch.items() if not k.startswith(("frames", "audio"))}
         for m in method.modalities:
             feats["feat_" + m] = encoders.encode(batch, m)
@@ -44,7 +44,7 @@ def test_method_contract(key, modality, task, tiny_encoders, batch_factory):
     params = method.trainable_parameters()
     enc_ids = {id(p) for p in tiny_encoders.parameters()}
     assert not any(id(p) in enc_ids for p in params), "an encoder weight is trainable"
-    if cls.training_free:
+    if not cls.trains:
         assert not any(p.requires_grad for p in tiny_encoders.parameters())
     else:
         assert sum(p.numel() for p in params) > 0
@@ -99,3 +99,80 @@ def test_duplicate_key_is_an_error():
         @register_method("zeroshot-clip")
         class Other(Method):
             pass
+
+
+# ----- declared kind / runs_on ------------------------------------------------------------------
+EXPECTED_KINDS = {
+    "zeroshot-clip": ("zero-shot", "features"), "zeroshot-clap": ("zero-shot", "features"),
+    "zeroshot-av": ("zero-shot", "features"), "linear-probe": ("fit", "features"),
+    "tip-adapter": ("fit", "features"), "tip-adapter-f": ("fit-then-train", "features"),
+    "coop": ("train", "features"), "cocoop": ("train", "features"), "clip-adapter": ("train", "features"),
+    "maple": ("train", "network"), "dg-sct": ("train", "network"),
+}
+
+
+def test_every_builtin_method_declares_its_kind():
+    reg = discover()
+    assert {k: (reg[k].kind, reg[k].runs_on) for k in EXPECTED_KINDS} == EXPECTED_KINDS
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED_KINDS))
+def test_old_flags_are_derived_from_kind(key):
+    cls = discover()[key]
+    assert cls.cacheable == (cls.runs_on == "features")
+    assert cls.training_free == (cls.kind in ("zero-shot", "fit"))
+    assert cls.needs_fit == cls.fits == (cls.kind in ("fit", "fit-then-train"))
+    assert cls.trains == (cls.kind in ("fit-then-train", "train"))
+    assert cls.is_zero_shot == (cls.kind == "zero-shot")
+
+
+def test_derived_flags_are_read_only(tiny_encoders):
+    method = discover()["zeroshot-clip"](tiny_encoders, SEG, discover()["zeroshot-clip"].default_config())
+    assert method.is_zero_shot and method.cacheable and not method.trains
+    with pytest.raises(AttributeError, match="derived from kind/runs_on"):
+        method.cacheable = False
+
+
+def test_illegal_kind_or_runs_on_is_an_error_naming_the_class():
+    from avprompt.method import Method
+    from avprompt.registry import RegistryError, register_method
+    with pytest.raises(RegistryError, match=r"BadKind: kind='few-shot' is not one of zero-shot\|fit"):
+        @register_method("bad-kind-probe")
+        class BadKind(Method):
+            kind = "few-shot"
+    with pytest.raises(RegistryError, match="BadPlace: runs_on='gpu' is not one of features"):
+        @register_method("bad-place-probe")
+        class BadPlace(Method):
+            runs_on = "gpu"
+    with pytest.raises(RegistryError, match="NoFit: kind='fit' but the class does not override fit"):
+        @register_method("no-fit-probe")
+        class NoFit(Method):
+            kind = "fit"
+    assert not {"bad-kind-probe", "bad-place-probe", "no-fit-probe"} & set(discover())
+
+
+def test_old_flag_attributes_in_a_plugin_are_translated_with_a_warning():
+    from avprompt.method import Method
+    with pytest.warns(DeprecationWarning, match="declare kind = 'fit' and runs_on = 'features'"):
+        class OldStyle(Method):
+            cacheable = True
+            training_free = True
+            needs_fit = True
+
+            def fit(self, train_features, val_features):
+                return {}
+    assert (OldStyle.kind, OldStyle.runs_on) == ("fit", "features")
+    assert OldStyle.cacheable and OldStyle.training_free and "cacheable" not in OldStyle.__dict__
+    with pytest.warns(DeprecationWarning):
+        class OldTrainer(Method):
+            cacheable = True
+    assert (OldTrainer.kind, OldTrainer.runs_on) == ("train", "features")
+
+
+def test_no_baseline_file_imports_another():
+    import re
+    from pathlib import Path
+    folder = Path(__file__).resolve().parent.parent / "baselines"
+    pattern = re.compile(r"^\s*(from|import)\s+(avprompt\.baselines|baselines)\b", re.M)
+    offenders = [p.name for p in folder.glob("*.py") if pattern.search(p.read_text())]
+    assert offenders == [], f"shared code belongs in avprompt/method_bases.py: {offenders}"

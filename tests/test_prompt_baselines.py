@@ -201,3 +201,49 @@ def test_maple_text_and_audio_prompts(tiny_encoders):
                 assert torch.allclose(y - x, offsets[i].expand_as(x), atol=1e-6)
             else:
                 assert torch.equal(y, x)
+
+
+# ----- effective config: what ran on these towers ---------------------------------------------
+LONG = TaskSpec("ave", "segment", ("dog bark", "a very long class name with many many words"), num_segments=3)
+
+
+@pytest.mark.parametrize("key,modality", [("coop", "v"), ("coop", "av"), ("cocoop", "a")])
+def test_shrunk_n_ctx_is_the_effective_config(tiny_encoders, key, modality):
+    with pytest.warns(UserWarning, match="does not fit the text context length 16"):
+        method = make(key, tiny_encoders, LONG, modality=modality, n_ctx=16)
+    used = {m: method.prompt_learners[m].ctx.shape[-2] for m in method.modalities}
+    assert len(set(used.values())) == 1 and next(iter(used.values())) < 16
+    eff = method.effective_config()
+    assert eff["n_ctx"] == next(iter(used.values())) and method.config.n_ctx == 16
+    (change,) = method.reference_changes()
+    assert change["field"] == "n_ctx" and change["reference"] == 16 and change["used"] == eff["n_ctx"]
+    assert "16-token context" in change["reason"] and change["branches"] == list(method.modalities)
+
+
+def test_unchanged_config_records_no_change(tiny_encoders):
+    import dataclasses
+    method = make("coop", tiny_encoders, modality="av", n_ctx=4)
+    assert method.reference_changes() == []
+    assert method.effective_config() == dataclasses.asdict(method.config)
+
+
+def test_branches_that_ran_differently_are_recorded_per_branch(tiny_encoders):
+    method = make("coop", tiny_encoders, modality="av", n_ctx=4)
+    method.record_change("n_ctx", 4, 2, "test: only the audio branch shrank", branch="a")
+    assert method.effective_config()["n_ctx"] == {"v": 4, "a": 2}
+    assert method.reference_changes() == [{"field": "n_ctx", "reference": 4, "used": 2,
+                                           "reason": "test: only the audio branch shrank", "branches": ["a"]}]
+
+
+def test_capped_maple_depth_is_the_effective_config(tiny_encoders):
+    with pytest.warns(UserWarning, match="using depth=2"):
+        method = make("maple", tiny_encoders, modality="av")  # reference depth 9; tiny towers: 2 blocks
+    assert method.config.depth == 9
+    assert method.effective_config()["depth"] == method.depths["v"] == method.depths["a"] == 2
+    assert all(method.deep_text[m].shape[0] + 1 == 2 for m in ("v", "a"))  # prompted layers
+    changes = {c["branches"][0]: c for c in method.reference_changes()}  # reasons differ per tower
+    assert sorted(changes) == ["a", "v"]
+    assert all((c["field"], c["reference"], c["used"]) == ("depth", 9, 2) for c in changes.values())
+    assert "2 text and 2 image blocks" in changes["v"]["reason"]
+    assert "2 text and 4 audio blocks" in changes["a"]["reason"]
+    assert make("maple", tiny_encoders, modality="v", depth=1).reference_changes() == []

@@ -25,10 +25,11 @@ def _ok(key: R.CellKey, primary: float = 0.5, **extra) -> dict:
 
 
 def test_path_is_templated_and_sanitised(tmp_path):
-    key = _key(modality="av", backbones="ViT-B-32/openai+HTSAT", suite="../x")
+    key = _key(modality="av", backbones="ViT-B-32/openai+HTSAT", suite="../x", data="AVE-1a2b", protocol="reference")
     path = R.result_path(tmp_path, key)
     rel = path.relative_to(tmp_path).parts
-    assert rel == (".._x", "ave", "coop@av", "ViT-B-32_openai+HTSAT", "shots4", "seed1.json")
+    # data and protocol are path components: other experiments live side by side
+    assert rel == (".._x", "AVE-1a2b", "reference", "ave", "coop@av", "ViT-B-32_openai+HTSAT", "shots4", "seed1.json")
     assert R.sanitize("..") == "__" and R.sanitize("") == "_" and R.sanitize("a b") == "a_b"
     # a pinned modality makes a separate cell; no modality keeps the bare method key
     assert R.result_path(tmp_path, _key()).parts[-4] == "coop"

@@ -11,6 +11,23 @@ from typer.testing import CliRunner
 from avprompt.cli import app
 
 
+def _transferred(out, tiny_world, key, task="ave-cls"):
+    """(checkpoint blob, target method with the checkpoint loaded as a transfer does, report)."""
+    from avprompt.data.datasets import load_dataset
+    from avprompt.data.tasks import task_spec
+    from avprompt.encoders import load_encoders
+    from avprompt.engine.cell import load_checkpoint, load_transferable, transfer_overrides
+    from avprompt.registry import get_method
+    mod = "v" if key == "coop" else "av"
+    blob = load_checkpoint(str(out / "checkpoints" / f"{key}@{mod}.pt"), "cpu")
+    cls = get_method(key)
+    index = load_dataset("ave", tiny_world / "ave")
+    # the architecture pre-training ran with (e.g. a context shrunk to its class names) is kept
+    cfg = cls.default_config(modality=mod, **transfer_overrides(blob))
+    method = cls(load_encoders("tiny"), task_spec(task, index), cfg)
+    return blob, method, load_transferable(method, blob["state"])
+
+
 def test_zeroshot_pretrains_saves_and_transfers_learned_context(tiny_world, tmp_path, monkeypatch):
     monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
     out = tmp_path / "res"
@@ -18,31 +35,56 @@ def test_zeroshot_pretrains_saves_and_transfers_learned_context(tiny_world, tmp_
                                  "--backbones", "tiny", "--max-epochs", "2", "--targets", "ave-cls,llp-cls",
                                  "--out", str(out)])
     assert r.exit_code == 0, r.output
-    ckpt = out / "checkpoints" / "coop@v.pt"
-    state = torch.load(ckpt)
     recs = [json.loads(p.read_text()) for p in (out / "zeroshot").rglob("seed*.json")]
     assert {(x["key"]["task"], x["key"]["method"]) for x in recs} == {
         ("ave-cls", "coop"), ("llp-cls", "coop"), ("ave-cls", "zeroshot-clip"), ("llp-cls", "zeroshot-clip")}
     assert all(x["status"] == "ok" and x["key"]["shots"] == 0 for x in recs)
-    # the learned context carried over: the target method's context is the pre-trained one
+    # the learned context carried over to other class names: equal to the checkpoint's
+    blob, method, report = _transferred(out, tiny_world, "coop")
+    ctx_keys = [k for k in blob["state"] if "ctx" in k]
+    assert ctx_keys and set(ctx_keys) <= set(report["loaded"])
+    own = method.state_dict()
+    assert all(torch.equal(own[k], blob["state"][k]) for k in ctx_keys)
+    assert not report["untransferred_trainable"]
+    # the transfer cells say what loaded, and the pre-training's context length is the one used
+    coop = [x for x in recs if x["key"]["method"] == "coop"]
+    assert all(set(ctx_keys) <= set(x["extra"]["transfer"]["loaded"]) for x in coop)
+    n_ctx = blob["effective_config"]["n_ctx"]
+    assert all(x["config"]["n_ctx"] == n_ctx for x in coop)
+    # reuse without pre-training again
+    r2 = CliRunner().invoke(app, ["zeroshot", "--methods", "coop", "--backbones", "tiny", "--targets", "ave",
+                                  "--from-checkpoint", str(out / "checkpoints"), "--out", str(out)])
+    assert r2.exit_code == 0, r2.output
+    assert [p for p in (out / "zeroshot").rglob("seed*.json") if "/ave/" in str(p)]
+
+
+def test_zeroshot_transfers_dgsct_modules(tiny_world, tmp_path, monkeypatch):
+    monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
+    out = tmp_path / "res"
+    r = CliRunner().invoke(app, ["zeroshot", "--methods", "dg-sct", "--backbones", "tiny", "--max-epochs", "1",
+                                 "--targets", "ave-cls", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    blob, method, report = _transferred(out, tiny_world, "dg-sct")
+    trainable = {n for n, p in method.named_parameters() if p.requires_grad}
+    moved = [k for k in report["loaded"] if k in trainable]
+    assert moved, report
+    own = method.state_dict()
+    assert all(torch.equal(own[k], blob["state"][k]) for k in moved)
+
+
+def test_transfer_that_loads_nothing_fails(tiny_world):
     from avprompt.data.datasets import load_dataset
     from avprompt.data.tasks import task_spec
     from avprompt.encoders import load_encoders
     from avprompt.engine.cell import load_transferable
     from avprompt.registry import get_method
+    import pytest
     cls = get_method("coop")
-    index = load_dataset("ave", tiny_world / "ave")
-    method = cls(load_encoders("tiny"), task_spec("ave-cls", index), cls.default_config(modality="v"))
-    ctx_keys = [k for k in state if "ctx" in k]
-    assert ctx_keys
-    load_transferable(method, state)
-    own = method.state_dict()
-    assert all(torch.equal(own[k], state[k]) for k in ctx_keys)
-    # reuse without pre-training again
-    r2 = CliRunner().invoke(app, ["zeroshot", "--methods", "coop", "--backbones", "tiny", "--targets", "ave",
-                                  "--from-checkpoint", str(out / "checkpoints"), "--out", str(out)])
-    assert r2.exit_code == 0, r2.output
-    assert list((out / "zeroshot" / "ave").rglob("seed*.json"))
+    method = cls(load_encoders("tiny"), task_spec("ave-cls", load_dataset("ave", tiny_world / "ave")),
+                 cls.default_config(modality="v", n_ctx=4))
+    state = {k: torch.zeros(3, *v.shape) for k, v in method.state_dict().items() if not k.startswith("encoders.")}
+    with pytest.raises(ValueError, match="transfer loaded none of coop's learned parameters"):
+        load_transferable(method, state)
 
 
 def test_data_stats_reads_all_three_generated_datasets(tiny_world):

@@ -3,7 +3,12 @@
 Files (in ``root`` or ``root/AVE_Dataset``): ``Annotations.txt``, ``trainSet.txt``, ``valSet.txt``,
 ``testSet.txt``; each line ``Category&VideoID&Quality&StartTime&EndTime``. The header line
 ``Category&VideoID&...`` is optional (the original release has none; common copies add one).
-Media: ``AVE/<VideoID>.mp4`` or the pre-extracted layout (see ``layout``).
+Media: ``AVE/<VideoID>.mp4`` or the pre-extracted layout (see ``layout``). DG-SCT's own AVE folder
+(``data/AVE``: ``frames/``, ``wave/``, ``Annotations.txt`` and ``train_order.h5`` /
+``test_order.h5`` in place of the split files) is named in the error, which asks for the three
+split files from ``AVE_Dataset.zip``; its media are then used as they are.
+An empty ``Annotations.txt`` (or one with only the header) is an error; a split file may be empty
+(a subset without, say, a test split) but not all three.
 
 Classes: the 28 categories in order of first appearance in ``Annotations.txt`` (background is not
 a class here; tasks append it as the last output). Without ``Annotations.txt`` the order of first
@@ -28,17 +33,19 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from avprompt.data.layout import require_file, resolve_media
+from avprompt.data.layout import find_file, read_text, require_file, require_rows, resolve_media
 from avprompt.data.records import NUM_SEGMENTS, ClipRecord, DatasetIndex
 
 SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt"}
 _SUBDIRS = ("", "AVE_Dataset")
+#: files of DG-SCT's data/AVE folder (h5 row orders over Annotations.txt instead of split files)
+_DGSCT_MARKERS = ("train_order.h5", "test_order.h5", "labels.h5")
 
 
 def read_ave_rows(path: Path) -> list[tuple[str, str, int, int]]:
     """Rows ``(category, video_id, start, end)`` of one ``&``-separated AVE file."""
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
         line = line.strip()
         if not line:
             continue
@@ -57,16 +64,33 @@ def read_ave_rows(path: Path) -> list[tuple[str, str, int, int]]:
     return rows
 
 
+def _split_file(root: Path, split: str, name: str) -> Path:
+    path = find_file(root, [name], _SUBDIRS)
+    if path is None and find_file(root, list(_DGSCT_MARKERS), _SUBDIRS) is not None:
+        # DG-SCT's release indexes Annotations.txt rows with h5 files; the official split files
+        # are what every other AVE copy has, so ask for them rather than read h5 (h5py is not a
+        # dependency).
+        raise FileNotFoundError(
+            f"{root}: DG-SCT's AVE layout (train_order.h5/test_order.h5 over Annotations.txt) has "
+            f"no {name}; copy trainSet.txt, valSet.txt and testSet.txt from AVE_Dataset.zip "
+            f"(YapengTian/AVE-ECCV18) into {root}; its frames/<id>/ and wave/<id>.npy are used "
+            "as they are")
+    return path or require_file(root, [name], f"AVE {split} split", _SUBDIRS)
+
+
 def read_ave(root: str | Path) -> DatasetIndex:
     root = Path(root)
     split_rows = {}
     for split, name in SPLIT_FILES.items():
-        split_rows[split] = read_ave_rows(require_file(root, [name], f"AVE {split} split",
-                                                       _SUBDIRS))
-    try:
-        ann = read_ave_rows(require_file(root, ["Annotations.txt", "annotations.txt"],
-                                         "AVE annotations", _SUBDIRS))
-    except FileNotFoundError:
+        split_rows[split] = read_ave_rows(_split_file(root, split, name))
+    if not any(split_rows.values()):
+        raise ValueError(f"{root}: trainSet.txt, valSet.txt and testSet.txt are all empty; "
+                         "restore them from AVE_Dataset.zip")
+    ann_path = find_file(root, ["Annotations.txt", "annotations.txt"], _SUBDIRS)
+    if ann_path is not None:
+        ann = read_ave_rows(ann_path)
+        require_rows(ann_path, ann, "Category&VideoID&Quality&StartTime&EndTime")
+    else:
         ann = [r for rows in split_rows.values() for r in rows]
     classes: list[str] = []
     for cat, *_ in ann:

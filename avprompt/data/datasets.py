@@ -3,9 +3,12 @@
 
 ``root`` is the dataset folder holding the annotation files (and media, when present); a
 manifest path is taken as given, or relative to ``root`` when it does not exist as given.
+Record media paths are absolute (``root`` is made absolute first), so they keep pointing at the
+files when the working directory changes or the records are written to a manifest.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +42,7 @@ def load_dataset(name_or_spec: str, root: str | Path | None = None) -> DatasetIn
                          f"{', '.join(READERS)} or manifest:FILE")
     if root is None:
         raise ValueError(f"dataset {key!r} needs --root DIR (the folder with its annotation files)")
-    root = Path(root)
+    root = Path(os.path.abspath(root))
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist; pass --root DIR")
     return READERS[key](root)

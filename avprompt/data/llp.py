@@ -5,7 +5,10 @@ Files (in ``root`` or ``root/data``), all tab-separated with a header line:
 labels comma-separated) and the dense ``AVVP_eval_audio.csv`` / ``AVVP_eval_visual.csv``
 (``filename<TAB>onset<TAB>offset<TAB>event_labels``, one event per row, seconds).
 Video id = first 11 characters of ``filename`` (the YouTube id); clip id = ``filename``.
-Media: ``LLP_dataset/video/<id>.mp4`` (or ``<filename>.mp4``), or the pre-extracted layout.
+Media: ``LLP_dataset/video/<id>.mp4`` (or ``<filename>.mp4``), or the pre-extracted layout:
+``frames/<id>/`` + ``wave/<id>.npy``, or DG-SCT's ``LLP_dataset/frame/<id>/`` +
+``LLP_dataset/wave/<id>.npy`` (``--root`` is DG-SCT's ``data/AVVP``). A file with no data row is
+an error naming it.
 
 Classes: the 25 events in the order the AVVP code uses (``LLP_CLASSES``); that order defines the
 "lowest-index label" of the reference LLP-classification rule. A dataset in this layout with
@@ -26,10 +29,11 @@ the video. Quirks of the real files and their rules (counted in ``DatasetIndex.q
 from __future__ import annotations
 
 import csv
+import io
 from collections import Counter
 from pathlib import Path
 
-from avprompt.data.layout import find_file, require_file, resolve_media
+from avprompt.data.layout import find_file, read_text, require_file, require_rows, resolve_media
 from avprompt.data.records import NUM_SEGMENTS, ClipRecord, DatasetIndex
 
 LLP_CLASSES = [
@@ -44,10 +48,13 @@ _SUBDIRS = ("", "data")
 
 
 def _rows(path: Path, ncols: int) -> list[tuple[int, list[str]]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [(i, r) for i, r in enumerate(csv.reader(f, delimiter="\t"), 1) if r]
+    text = read_text(path)
+    rows = [(i, r) for i, r in enumerate(csv.reader(io.StringIO(text, newline=""),
+                                                    delimiter="\t"), 1) if r]
     if rows and rows[0][1][0].strip().lower() == "filename":
         rows = rows[1:]
+    require_rows(path, rows, "tab-separated " + ("filename, event_labels" if ncols == 2 else
+                                                 "filename, onset, offset, event_labels"))
     for lineno, r in rows:
         if len(r) != ncols:
             raise ValueError(f"{path}:{lineno}: expected {ncols} tab-separated fields, got "
@@ -66,7 +73,9 @@ def _label_index(path: Path, lineno: int, name: str, idx: dict[str, int]) -> int
 def _classes(root: Path) -> list[str]:
     listed = find_file(root, ["classes.txt"], _SUBDIRS)
     if listed is not None:
-        return [c.strip() for c in listed.read_text().splitlines() if c.strip()]
+        names = [c.strip() for c in read_text(listed).splitlines() if c.strip()]
+        require_rows(listed, names, "class name")
+        return names
     seen: dict[str, None] = {}
     for split, name in SPLIT_FILES.items():
         path = require_file(root, [name], f"LLP {split} weak labels", _SUBDIRS)

@@ -18,23 +18,61 @@ audio_segments no         10 entries, each a list of class names (dense audio la
 visual_segments           CSV: ``|`` between segments, ``+`` between names in a segment
 ============== ========== =============================================================
 
+In JSONL the list columns must be JSON lists (``"labels": ["dog"]``): a bare string is an error
+naming the row (read as a list it would be the classes d, o, g).
+
 Classes: a CSV may start with a comment line ``# classes: name1|name2|...`` and a JSONL file
 with an object ``{"classes": [...]}``; that fixes the class order (indices). Without it classes
 are the names in order of first appearance. ``export_manifest`` always writes the class line, so
-export -> load reproduces the index exactly.
+export -> load reproduces the index exactly, and writes absolute media paths, so the manifest
+works from any folder whatever ``--root`` was relative to.
+
+The file is UTF-8 (a BOM is fine); other bytes, a file without clip rows and a CSV without a
+``media`` or ``split`` column are one-line errors naming the file.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
+from avprompt.data.layout import read_text, require_rows
 from avprompt.data.records import NUM_SEGMENTS, ClipRecord, DatasetIndex
 
 COLUMNS = ["clip_id", "video_id", "media", "split", "labels", "segment_labels",
            "audio_segments", "visual_segments"]
+REQUIRED = ("media", "split")
 _BACKGROUND = {"", "background", "-1"}
+_LIST_KEYS = ("labels", "segment_labels", "audio_segments", "visual_segments")
+
+
+def format_help() -> str:
+    """The manifest format (this module's column table), for ``data export-manifest`` alone."""
+    doc = __doc__.split("\n", 1)[1].split("\nThe file is UTF-8")[0].strip().replace("``", "")
+    return doc + "\n\nWrite one from a dataset: avprompt data export-manifest --dataset ave " \
+                 "--root DIR --out FILE.jsonl\nUse it: avprompt bench --data manifest:FILE"
+
+
+def _check_jsonl_types(path: Path, lineno: int, obj: dict) -> None:
+    """JSON list columns must be lists: iterating a string would read "dog" as d, o, g."""
+    for key in _LIST_KEYS:
+        v = obj.get(key)
+        if v is None:
+            continue
+        if isinstance(v, str):
+            raise ValueError(f"{path}:{lineno}: {key!r} must be a JSON list, got the string "
+                             f"{json.dumps(v)}; write \"{key}\": [{json.dumps(v)}]")
+        if not isinstance(v, list):
+            raise ValueError(f"{path}:{lineno}: {key!r} must be a JSON list, got "
+                             f"{json.dumps(v)}")
+        if key.endswith("_segments") and key != "segment_labels":
+            for s in v:
+                if not isinstance(s, list):
+                    raise ValueError(f"{path}:{lineno}: {key!r} needs one list of class names "
+                                     f"per segment, got {json.dumps(s)}; write [{json.dumps(s)}]")
 
 
 def _is_jsonl(path: Path) -> bool:
@@ -43,7 +81,7 @@ def _is_jsonl(path: Path) -> bool:
 
 def _raw_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, dict]]]:
     classes, rows = None, []
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "manifest")
     if _is_jsonl(path):
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -52,9 +90,16 @@ def _raw_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, dict]]]:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{lineno}: each line must be a JSON object "
+                                 "({\"media\": ..., \"split\": ...}), got "
+                                 f"{type(obj).__name__}")
             if "classes" in obj and "media" not in obj:
+                if not isinstance(obj["classes"], list):
+                    raise ValueError(f"{path}:{lineno}: 'classes' must be a JSON list of names")
                 classes = [str(c) for c in obj["classes"]]
             else:
+                _check_jsonl_types(path, lineno, obj)
                 rows.append((lineno, obj))
         return classes, rows
     lines = text.splitlines()
@@ -62,9 +107,20 @@ def _raw_rows(path: Path) -> tuple[list[str] | None, list[tuple[int, dict]]]:
         head = lines.pop(0)[1:].strip()
         if head.lower().startswith("classes:"):
             classes = [c.strip() for c in head.split(":", 1)[1].split("|") if c.strip()]
-    for lineno, row in enumerate(csv.DictReader(lines), 2 + (classes is not None)):
+    header_line = 1 + (len(text.splitlines()) > len(lines))
+    reader = csv.DictReader(io.StringIO("\n".join(lines), newline=""))
+    fields = [f.strip() for f in reader.fieldnames or []]
+    if fields:
+        missing = [c for c in REQUIRED if c not in fields]
+        if missing:
+            raise ValueError(f"{path}:{header_line}: no column {', '.join(map(repr, missing))} in "
+                             f"the header ({', '.join(fields)}); a CSV manifest needs columns "
+                             "media and split")
+    for row in reader:
+        lineno = header_line - 1 + reader.line_num  # physical line (blank lines are skipped)
+        row = {(k or "").strip(): v for k, v in row.items()}
         lists = {}
-        for key in ("labels", "segment_labels", "audio_segments", "visual_segments"):
+        for key in _LIST_KEYS:
             v = (row.get(key) or "").strip()
             if not v:
                 continue
@@ -80,7 +136,11 @@ def read_manifest(path: str | Path) -> DatasetIndex:
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} not found; pass --data manifest:FILE with an "
                                 "existing CSV or JSONL file")
+    # media paths are relative to the manifest's folder, whatever the working directory
+    path = Path(os.path.abspath(path))
     classes, rows = _raw_rows(path)
+    require_rows(path, rows, "clip", "add one row per clip (`avprompt data export-manifest` "
+                                     "prints the columns)")
     fixed = classes is not None
     classes = list(classes or [])
     idx = {c: i for i, c in enumerate(classes)}
@@ -146,7 +206,9 @@ def export_manifest(index: DatasetIndex, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in index.records:
-        row = {"clip_id": r.clip_id, "video_id": r.video_id, "media": str(r.media),
+        # absolute: a path relative to the working directory (a relative --root) would be read
+        # back relative to the manifest's folder and point nowhere
+        row = {"clip_id": r.clip_id, "video_id": r.video_id, "media": str(Path(r.media).resolve()),
                "split": r.split, "labels": _names(index, r.video_labels),
                "segment_labels": [index.classes[s] if s >= 0 else "" for s in r.segment_labels]}
         for key in ("audio_segments", "visual_segments"):

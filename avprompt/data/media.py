@@ -12,9 +12,12 @@ and concatenated. The result is cropped to exactly 10 s (AAC decoders over-produ
 samples); a shorter waveform is repeat-padded as laion-clap's ``repeatpad`` does (tile it
 ``floor(10 s / length)`` times, then zero-pad the remainder).
 
-Handled cases (returned as notes, the clip is kept):
+Notes (returned with the arrays, the clip is kept; ``prepare`` records them per clip):
 * no audio stream, or no decoded sample: the waveform is silence (zeros);
-* shorter than 10 s: segments past the end reuse the nearest (last) frame; audio repeat-padded.
+* shorter than 10 s: segments past the end reuse the nearest (last) frame; audio repeat-padded;
+* longer than 10.5 s: cropped to the first 10 s (decoding stops once both streams are past it);
+* audio resampled to ``sample_rate``; audio downmixed from several channels to mono;
+* frames upscaled (shortest side below ``image_size``).
 Failures raise ``MediaError`` with the reason: missing file, unreadable/corrupt container, no
 video stream, no decodable frame.
 
@@ -30,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from avprompt.data.layout import PRE_EXTRACTED_SAMPLE_RATE, pre_extracted_wave
+from avprompt.data.layout import PRE_EXTRACTED_SAMPLE_RATE, frame_files, pre_extracted_wave
 from avprompt.data.records import NUM_SEGMENTS
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -93,6 +96,22 @@ def _segment_targets() -> list[float]:
     return [t + 0.5 for t in range(NUM_SEGMENTS)]
 
 
+LONG_MARGIN = 0.5  # seconds past 10 s before a clip counts as long (AAC over-produces ~25 ms)
+
+
+def _format_notes(src_rate: int | None, channels: int, size: tuple[int, int] | None,
+                  image_size: int, sample_rate: int) -> list[str]:
+    """Notes on the conversions applied (resampling, downmixing, upscaling)."""
+    notes = []
+    if src_rate and src_rate != sample_rate:
+        notes.append(f"audio resampled {src_rate} Hz -> {sample_rate} Hz")
+    if channels > 1:
+        notes.append(f"audio downmixed {channels} channels -> mono")
+    if size is not None and min(size) < image_size:
+        notes.append(f"frames upscaled ({size[0]}x{size[1]}, shortest side to {image_size})")
+    return notes
+
+
 def decode_video(path: str | Path, image_size: int, sample_rate: int):
     """mp4 -> (frames uint8 (10, S, S, 3), wave float32 (10 * sr,), notes list[str])."""
     import av
@@ -105,6 +124,7 @@ def decode_video(path: str | Path, image_size: int, sample_rate: int):
     best: list = [None] * NUM_SEGMENTS
     best_d = [math.inf] * NUM_SEGMENTS
     audio_frames = []
+    audio_s, stopped_early, duration = 0.0, False, None
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
@@ -114,23 +134,34 @@ def decode_video(path: str | Path, image_size: int, sample_rate: int):
             streams = [vs] + ([c.streams.audio[0]] if c.streams.audio else [])
             if len(streams) == 1:
                 notes.append("no audio stream: silence")
-            t0, n_video, last_t = None, 0, 0.0
+            duration = c.duration / 1e6 if c.duration else None
+            t0, n_video, last_t, size = None, 0, 0.0, None
             for packet in c.demux(*streams):
                 for frame in packet.decode():
                     if isinstance(frame, av.AudioFrame):
                         audio_frames.append(frame)
+                        audio_s += frame.samples / float(frame.sample_rate or sample_rate)
                         continue
                     ts = frame.time if frame.time is not None else n_video / float(
                         vs.average_rate or 25)
                     t0 = ts if t0 is None else t0
                     t, n_video = ts - t0, n_video + 1
                     last_t = max(last_t, t)
+                    size = size or (frame.width, frame.height)
                     for k, target in enumerate(targets):
                         d = abs(t - target)
                         if d < best_d[k]:
                             best_d[k], best[k] = d, frame
+                # a long clip (a full video in a manifest) is cropped: stop decoding once both
+                # streams are past 10 s instead of decoding minutes that are thrown away
+                if last_t > NUM_SEGMENTS + LONG_MARGIN and (
+                        len(streams) == 1 or audio_s > NUM_SEGMENTS + LONG_MARGIN):
+                    stopped_early = True
+                    break
             if n_video == 0:
                 raise MediaError("no decodable video frame")
+            src_rate = audio_frames[0].sample_rate if audio_frames else None
+            channels = len(audio_frames[0].layout.channels) if audio_frames else 1
             wave = _resample_frames(audio_frames, sample_rate)
             frames = np.stack([transform_image(f.to_image(), image_size) for f in best])
     except MediaError:
@@ -138,13 +169,18 @@ def decode_video(path: str | Path, image_size: int, sample_rate: int):
     except (av.FFmpegError, OSError, ValueError) as e:  # corrupt/truncated containers
         reason = getattr(e, "strerror", None) or str(e)  # strerror leaves out the file name
         raise MediaError(f"cannot decode ({type(e).__name__}: {reason})") from None
+    n = NUM_SEGMENTS * sample_rate
     if last_t < NUM_SEGMENTS - 1:
         notes.append(f"short video (last frame at {last_t:.1f} s): last frame repeated")
-    n = NUM_SEGMENTS * sample_rate
+    if stopped_early or last_t > NUM_SEGMENTS + LONG_MARGIN or \
+            len(wave) > n + int(LONG_MARGIN * sample_rate):
+        length = duration or max(last_t, audio_s)
+        notes.append(f"long clip ({length:.1f} s): cropped to the first {NUM_SEGMENTS} s")
     if len(streams) > 1 and len(wave) == 0:
         notes.append("no audio sample decoded: silence")
     elif 0 < len(wave) < n - sample_rate // 100:  # more than 10 ms short
         notes.append(f"short audio ({len(wave) / sample_rate:.2f} s): repeat-padded")
+    notes += _format_notes(src_rate, channels, size, image_size, sample_rate)
     return frames, fit_length(wave, n), notes
 
 
@@ -153,28 +189,38 @@ def decode_pre_extracted(frames_dir: str | Path, image_size: int, sample_rate: i
     import av
 
     frames_dir = Path(frames_dir)
-    files = sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg",
-                                                                            ".png"))
+    files = frame_files(frames_dir)
     if not files:
         raise MediaError("no frame images in the pre-extracted frames folder")
     notes: list[str] = []
     n = len(files)
     try:
-        frames = np.stack([
-            transform_image(Image.open(files[min(n - 1, int((t + 0.5) * n / NUM_SEGMENTS))]),
-                            image_size) for t in range(NUM_SEGMENTS)])
+        images = [Image.open(files[min(n - 1, int((t + 0.5) * n / NUM_SEGMENTS))])
+                  for t in range(NUM_SEGMENTS)]
+        size = images[0].size
+        frames = np.stack([transform_image(img, image_size) for img in images])
     except OSError as e:
         raise MediaError(f"cannot read frame image ({e})") from None
     wave_path = pre_extracted_wave(frames_dir)
+    src_rate = None
     if wave_path.is_file():
-        raw = np.load(wave_path).astype(np.float32).reshape(1, -1)
+        try:
+            raw = np.load(wave_path).astype(np.float32).reshape(1, -1)
+        except (OSError, ValueError) as e:
+            raise MediaError(f"cannot read {wave_path.name} ({e})") from None
+        if raw.shape[1] > (NUM_SEGMENTS + LONG_MARGIN) * PRE_EXTRACTED_SAMPLE_RATE:
+            notes.append(f"long clip ({raw.shape[1] / PRE_EXTRACTED_SAMPLE_RATE:.1f} s of "
+                         f"audio): cropped to the first {NUM_SEGMENTS} s")
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(raw), format="flt",
                                            layout="mono")
-        frame.sample_rate = PRE_EXTRACTED_SAMPLE_RATE
+        frame.sample_rate = src_rate = PRE_EXTRACTED_SAMPLE_RATE
         wave = _resample_frames([frame], sample_rate)
     else:
         notes.append(f"no {wave_path.name}: silence")
         wave = np.zeros(0, np.float32)
+    if 0 < len(wave) < NUM_SEGMENTS * sample_rate - sample_rate // 100:
+        notes.append(f"short audio ({len(wave) / sample_rate:.2f} s): repeat-padded")
+    notes += _format_notes(src_rate, 1, size, image_size, sample_rate)
     return frames, fit_length(wave, NUM_SEGMENTS * sample_rate), notes
 
 

@@ -70,6 +70,16 @@ def reference_llp_accuracy(logits: np.ndarray, video_labels: list[list[int]]) ->
     return video_accuracy(logits, labels)
 
 
+def primary_metric(task: str, protocol: str) -> str:
+    """Name of the primary metric of ``task`` under ``protocol`` (see the module docstring)."""
+    check_task(task)
+    if TASK_LEVELS[task] == "segment":
+        return "segment_acc"
+    if task == "llp-cls":
+        return "macro_map" if protocol == "standard" else "reference_acc"
+    return "video_acc"
+
+
 def compute_metrics(task: str, protocol: str, logits_np: np.ndarray,
                     records: list[ClipRecord]) -> dict:
     """All metrics of ``task`` for ``records`` (test order) and ``logits_np``.
@@ -88,17 +98,15 @@ def compute_metrics(task: str, protocol: str, logits_np: np.ndarray,
         background = logits.shape[-1] - 1
         seg = np.array([[background if s < 0 else s for s in r.segment_labels] for r in records])
         out["segment_acc"] = segment_accuracy(logits, seg)
-        out["primary_name"] = "segment_acc"
     else:
         if logits.ndim == 3:
             logits = logits.mean(axis=1)
         vl = [sorted(r.video_labels) for r in records]
         out["video_acc"] = video_accuracy(logits, np.array([primary_label(r) for r in records]))
-        out["primary_name"] = "video_acc"
         if task == "llp-cls":
             out["single_label_acc"] = single_label_accuracy(logits, vl)
             out["macro_map"] = macro_map(logits, vl)
             out["reference_acc"] = reference_llp_accuracy(logits, vl)
-            out["primary_name"] = "macro_map" if protocol == "standard" else "reference_acc"
+    out["primary_name"] = primary_metric(task, protocol)
     out["primary"] = out[out["primary_name"]]
     return out

@@ -1,20 +1,30 @@
 """Decode every clip once into an on-disk cache, then load clips from it (memory-mapped).
 
-Layout: ``<cache_dir>/<dataset>-<prep hash>/`` holding ``frames/<key>.npy`` (uint8
-``(10, S, S, 3)``), ``wave/<key>.npy`` (float32 ``(10 * sr,)``), ``prep.json`` (the parameters)
-and ``report.json``. The hash covers everything that changes the arrays (image size, sample rate,
-resize/crop rule, decoder version), so a changed transform never reuses stale arrays; mean/std
-are applied at load time (``media.normalize_frames``) and are not part of it.
-``key`` is the media file stem (clips sharing one video are decoded once), with unsafe
-characters replaced and a short hash appended when that happens.
+Layout: ``<cache_dir>/<dataset>-<prep hash>/`` holding, per media file, ``frames/<key>.npy``
+(uint8 ``(10, S, S, 3)``), ``wave/<key>.npy`` (float32 ``(10 * sr,)``) and ``meta/<key>.json``
+(the file's path, fingerprint and decoding notes), plus ``prep.json`` (the parameters) and
+``report.json`` (the last run's ``PrepareReport``). The folder hash covers everything that changes
+the arrays (image size, sample rate, resize/crop rule, decoder version), so a changed transform
+never reuses stale arrays; mean/std are applied at load time (``media.normalize_frames``).
 
-Resumable: each array is written to a temporary file and moved into place with ``os.replace``;
-a clip whose two arrays exist is skipped. Parallel over ``workers`` processes.
+Keys are ``<stem>-<P>-<V>``: P hashes the media file's resolved path, V its size and mtime_ns (a
+pre-extracted frames folder: its images' and wave file's names, sizes and mtimes) and the
+preprocessing parameters. Two dataset folders whose files share names therefore never share
+arrays, and a file replaced or edited in place gets a new V and is decoded again; the arrays of
+its old version (same P, other V) are deleted then and the clips counted as changed. Rows that
+share one media file (AVE videos listed twice) share one key and are decoded once. ``load_clip``
+computes the key from the file as it is now, so it never serves an older version's arrays.
+(A rewrite that keeps both the size and the mtime to the nanosecond is not detected.)
+
+Resumable and atomic: each file is written to ``.<name>.<host>.<pid>.tmp`` and moved into place
+with ``os.replace``; the frames file is written last and marks completion, and a key whose three
+files exist is reused with the notes stored in its meta file. Temporary files of an interrupted
+run (their process is gone, or they are older than a day) are removed when the cache is opened.
 
 Bad media (see ``media``): with ``on_bad_media="fail"`` (default) the first bad clip raises a
 one-line ``ValueError`` naming the file and the ``--on-bad-media skip`` option; with ``"skip"``
-bad clips are listed with their reason in ``report.json`` (``bad``) and left out of the cache.
-Handled cases (no audio, short clips) are listed under ``handled``.
+bad clips are listed with their reason (``PrepareReport.bad``, ``bad_reasons``) and left out of
+the cache; they are tried again on the next run (the file may have been fixed).
 """
 from __future__ import annotations
 
@@ -22,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -30,10 +41,16 @@ from pathlib import Path
 
 import numpy as np
 
+from avprompt.data.layout import frame_files, pre_extracted_wave
 from avprompt.data.records import NUM_SEGMENTS, ClipRecord, DatasetIndex
 
-PREP_VERSION = 1  # bump when decoding changes the arrays
+PREP_VERSION = 2  # bump when decoding changes the arrays (2: arrays keyed by file fingerprint)
 ON_BAD_MEDIA = ("fail", "skip")
+STALE_TMP_SECONDS = 24 * 3600  # a temp file this old is abandoned even if its pid is reused
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_TMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.tmp$")
+_SUBDIRS = ("frames", "wave", "meta")
+_KEY = re.compile(r"^(?P<path>.+-[0-9a-f]{10})-[0-9a-f]{10}$")  # <stem>-<path hash>-<version>
 
 
 def prep_params(image_size: int, sample_rate: int) -> dict:
@@ -43,13 +60,69 @@ def prep_params(image_size: int, sample_rate: int) -> dict:
             "version": PREP_VERSION}
 
 
-def media_key(clip: ClipRecord) -> str:
-    stem = Path(clip.media).name if Path(clip.media).is_dir() else Path(clip.media).stem
-    stem = stem or clip.clip_id
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", stem)
-    if safe != stem or safe.startswith("."):
-        safe = f"{safe}-{hashlib.sha1(stem.encode()).hexdigest()[:8]}"
-    return safe
+def _sha(text: str, n: int = 10) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def media_stamp(media: str | Path) -> str:
+    """What identifies the current version of a media file: ``size:mtime_ns`` (a frames folder:
+    those of each image and of its wave file); ``"missing"`` when it cannot be read."""
+    p = Path(media)
+    try:
+        if p.is_dir():
+            parts = []
+            for f in frame_files(p):
+                st = f.stat()
+                parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+            wave = pre_extracted_wave(p)
+            if wave.is_file():
+                st = wave.stat()
+                parts.append(f"{wave.name}:{st.st_size}:{st.st_mtime_ns}")
+            return "dir|" + "|".join(parts)
+        st = p.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        return "missing"
+
+
+def media_key(clip: ClipRecord, params: dict, stamp: str | None = None) -> str:
+    """``<stem>-<path hash>-<version hash>`` of the clip's media file as it is now."""
+    media = Path(clip.media)
+    stem = media.name if media.suffix.lower() != ".mp4" else media.stem
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", stem or clip.clip_id)[:80].lstrip(".") or "clip"
+    stamp = media_stamp(media) if stamp is None else stamp
+    version = _sha(json.dumps([stamp, params], sort_keys=True))
+    return f"{stem}-{_sha(os.path.realpath(media))}-{version}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's live process
+        return True
+    return True
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(file)`` into a temp file named after this host and pid, then rename into place."""
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _save_array(path: Path, arr: np.ndarray) -> None:
+    _atomic_write(path, lambda f: np.save(f, arr))
+
+
+def _save_json(path: Path, obj) -> None:
+    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
 @dataclass
@@ -66,7 +139,9 @@ class MediaCache:
         params = prep_params(image_size, sample_rate)
         h = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset)
-        return cls(Path(cache_dir) / f"{safe}-{h}", int(image_size), int(sample_rate))
+        cache = cls(Path(cache_dir) / f"{safe}-{h}", int(image_size), int(sample_rate))
+        cache.remove_stale_tmp()
+        return cache
 
     @classmethod
     def from_path(cls, path: str | Path) -> "MediaCache":
@@ -77,49 +152,150 @@ class MediaCache:
         p = json.loads(meta.read_text())
         return cls(Path(path), p["image_size"], p["sample_rate"])
 
+    @property
+    def params(self) -> dict:
+        return prep_params(self.image_size, self.sample_rate)
+
+    def key(self, clip: ClipRecord, stamp: str | None = None) -> str:
+        return media_key(clip, self.params, stamp)
+
     def files(self, key: str) -> tuple[Path, Path]:
         return self.path / "frames" / f"{key}.npy", self.path / "wave" / f"{key}.npy"
 
+    def meta_file(self, key: str) -> Path:
+        return self.path / "meta" / f"{key}.json"
+
     def has(self, key: str) -> bool:
-        return all(p.is_file() for p in self.files(key))
+        return all(p.is_file() for p in (*self.files(key), self.meta_file(key)))
+
+    def notes(self, key: str) -> list[str]:
+        """Decoding notes stored with ``key`` ([] when its meta file is unreadable)."""
+        try:
+            return list(json.loads(self.meta_file(key).read_text()).get("notes", []))
+        except (OSError, ValueError):
+            return []
+
+    def other_versions(self, key: str, complete: bool = False) -> list[str]:
+        """Keys of the same media path with another version (the file changed since); with
+        ``complete``, only those whose frames were written (fully decoded)."""
+        path_part = key.rsplit("-", 1)[0]
+        found = self.versions(("frames",) if complete else _SUBDIRS, path_part)
+        return sorted(found.get(path_part, set()) - {key})
+
+    def versions(self, subs: tuple[str, ...] = _SUBDIRS, path_part: str = "") -> dict[str, set]:
+        """``<stem>-<path hash>`` -> the keys present for it (any version, complete or not), from
+        one listing per sub-folder (``path_part`` narrows the listing by name prefix)."""
+        out: dict[str, set] = {}
+        for sub in subs:
+            d = self.path / sub
+            if not d.is_dir():
+                continue
+            for e in os.scandir(d):
+                m = _KEY.match(e.name.rsplit(".", 1)[0])
+                if m and e.name.startswith(path_part):
+                    out.setdefault(m["path"], set()).add(m.group(0))
+        return out
+
+    def remove(self, key: str) -> None:
+        for p in (*self.files(key), self.meta_file(key)):
+            p.unlink(missing_ok=True)
+
+    def remove_stale_tmp(self) -> int:
+        """Delete temp files of writers that are gone (this host, dead pid) or older than a day;
+        a live writer's temp files (another prepare on the same cache) are left alone."""
+        removed, now = 0, time.time()
+        for sub in _SUBDIRS:
+            d = self.path / sub
+            if not d.is_dir():
+                continue
+            for e in os.scandir(d):
+                m = _TMP.match(e.name)
+                if not m:
+                    continue
+                try:
+                    old = now - e.stat().st_mtime > STALE_TMP_SECONDS
+                except FileNotFoundError:
+                    continue
+                if old or (m["host"] == _HOST and not _pid_alive(int(m["pid"]))):
+                    Path(e.path).unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
 
 @dataclass
 class PrepareReport:
+    """What one ``prepare`` run found. Media-level lists; clip-level views as properties.
+
+    bad: ``{"media", "clip_ids", "reason"}`` per media file that could not be decoded;
+    handled: ``{"media", "clip_ids", "notes"}`` per media file with decoding notes (decoded now
+        or reused: notes are stored with the arrays, so a rerun keeps them);
+    changed: ``{"media", "clip_ids"}`` per media file decoded again because it changed since it
+        was cached; ``redecoded_changed``: the number of clips (not files) concerned;
+    clip_notes: clip id -> notes, for every clip with notes.
+    """
+
     cache: str
     total: int = 0  # distinct media files
-    decoded: int = 0
-    reused: int = 0
-    bad: list[dict] = field(default_factory=list)  # {"media", "clip_ids", "reason"}
-    handled: list[dict] = field(default_factory=list)  # {"media", "notes"}
+    decoded: int = 0  # media files decoded in this run (changed ones included)
+    reused: int = 0  # media files found in the cache
+    redecoded_changed: int = 0  # clips re-decoded because their media file changed
+    bad: list[dict] = field(default_factory=list)
+    handled: list[dict] = field(default_factory=list)
+    changed: list[dict] = field(default_factory=list)
+    clip_notes: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def bad_clip_ids(self) -> set[str]:
         return {c for b in self.bad for c in b["clip_ids"]}
 
+    @property
+    def bad_reasons(self) -> dict[str, str]:
+        """clip id -> why its media could not be decoded."""
+        return {c: b["reason"] for b in self.bad for c in b["clip_ids"]}
+
+    @property
+    def redecoded(self) -> int:
+        """Same as ``redecoded_changed`` (the name ``engine.workspace`` reads)."""
+        return self.redecoded_changed
+
+    @property
+    def changed_clip_ids(self) -> set[str]:
+        return {c for x in self.changed for c in x["clip_ids"]}
+
+    def summary(self) -> str:
+        return (f"{len(self.bad_clip_ids)} clips skipped as bad media, "
+                f"{self.redecoded_changed} re-decoded (changed)")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
-
-
-def _work(media: str, frames_path: str, wave_path: str, image_size: int,
-          sample_rate: int) -> dict:
+def _work(media: str, stamp: str, frames_path: str, wave_path: str, meta_path: str,
+          image_size: int, sample_rate: int) -> dict:
     """Decode one media file into the cache (runs in a worker process)."""
     from avprompt.data.media import MediaError, decode_clip
 
     try:
         frames, wave, notes = decode_clip(media, image_size, sample_rate)
     except MediaError as e:
-        return {"media": media, "ok": False, "reason": str(e)}
-    _atomic_save(Path(wave_path), wave)
-    _atomic_save(Path(frames_path), frames)  # written last: its presence marks completion
-    return {"media": media, "ok": True, "notes": notes}
+        return {"ok": False, "reason": str(e)}
+    if media_stamp(media) != stamp:  # rewritten while decoding: the arrays match neither version
+        return {"ok": False, "reason": "file changed while it was being decoded; run prepare "
+                                       "again"}
+    _save_array(Path(wave_path), wave)
+    _save_json(Path(meta_path), {"media": os.path.realpath(media), "stamp": stamp,
+                                 "notes": notes, "params": prep_params(image_size, sample_rate)})
+    _save_array(Path(frames_path), frames)  # written last: its presence marks completion
+    return {"ok": True, "notes": notes}
+
+
+@dataclass
+class _Job:
+    media: str
+    stamp: str
+    clip_ids: list[str]
+    stale: list[str] = field(default_factory=list)  # keys of older versions of the same path
 
 
 def prepare(index: DatasetIndex, cache_dir: str | Path, image_size: int = 224,
@@ -132,35 +308,60 @@ def prepare(index: DatasetIndex, cache_dir: str | Path, image_size: int = 224,
 
     start = time.perf_counter()
     cache = MediaCache.open(cache_dir, index.name, image_size, sample_rate)
-    for sub in ("frames", "wave"):
+    for sub in _SUBDIRS:
         (cache.path / sub).mkdir(parents=True, exist_ok=True)
-    (cache.path / "prep.json").write_text(json.dumps(prep_params(image_size, sample_rate),
-                                                     indent=1))
+    _save_json(cache.path / "prep.json", cache.params)
     report_path = cache.path / "report.json"
-    jobs: dict[str, tuple[str, list[str]]] = {}  # key -> (media, clip ids)
+    jobs: dict[str, _Job] = {}
+    stamps: dict[str, str] = {}  # one stat per media file, however many rows share it
     for r in index.records:
-        jobs.setdefault(media_key(r), (str(r.media), []))[1].append(r.clip_id)
+        media = str(r.media)
+        stamp = stamps.setdefault(media, media_stamp(media))
+        jobs.setdefault(cache.key(r, stamp), _Job(media, stamp, [])).clip_ids.append(r.clip_id)
     report = PrepareReport(cache=str(cache.path), total=len(jobs))
+
+    def note(job: _Job, notes: list[str]) -> None:
+        if notes:
+            report.handled.append({"media": job.media, "clip_ids": job.clip_ids, "notes": notes})
+            report.clip_notes.update((c, notes) for c in job.clip_ids)
+
     todo = []
-    for key, (media, _) in jobs.items():
+    present = cache.versions()  # listed once: a glob per clip would be quadratic in clips
+    for key, job in jobs.items():
         if cache.has(key):
             report.reused += 1
+            note(job, cache.notes(key))
         else:
+            job.stale = sorted(present.get(key.rsplit("-", 1)[0], set()) - {key})
             f, w = cache.files(key)
-            todo.append((key, (media, str(f), str(w), image_size, sample_rate)))
+            todo.append((key, (job.media, job.stamp, str(f), str(w), str(cache.meta_file(key)),
+                               image_size, sample_rate)))
+
+    def write_report() -> None:
+        report.bad.sort(key=lambda b: b["media"])
+        report.handled.sort(key=lambda h: h["media"])
+        report.changed.sort(key=lambda c: c["media"])
+        report.seconds = time.perf_counter() - start
+        _save_json(report_path, report.to_dict())
 
     def finish(key: str, res: dict) -> None:
-        media, clip_ids = jobs[key]
+        job = jobs[key]
+        # arrays of an older version of this file are never valid again, whatever happened now
+        was_cached = any(cache.files(k)[0].is_file() for k in job.stale)
+        for k in job.stale:
+            cache.remove(k)
         if res["ok"]:
             report.decoded += 1
-            if res["notes"]:
-                report.handled.append({"media": media, "notes": res["notes"]})
+            if was_cached:
+                report.changed.append({"media": job.media, "clip_ids": job.clip_ids})
+                report.redecoded_changed += len(job.clip_ids)
+            note(job, res["notes"])
             return
-        report.bad.append({"media": media, "clip_ids": clip_ids, "reason": res["reason"]})
+        report.bad.append({"media": job.media, "clip_ids": job.clip_ids,
+                           "reason": res["reason"]})
         if on_bad_media == "fail":
-            report.seconds = time.perf_counter() - start
-            report_path.write_text(json.dumps(report.to_dict(), indent=1))
-            raise ValueError(f"{media}: {res['reason']}; fix or remove the file, or pass "
+            write_report()
+            raise ValueError(f"{job.media}: {res['reason']}; fix or remove the file, or pass "
                              f"--on-bad-media skip to list it in {report_path} and go on")
 
     bar = tqdm(total=len(todo), desc=f"prepare {index.name}", unit="clip", disable=not progress)
@@ -184,8 +385,7 @@ def prepare(index: DatasetIndex, cache_dir: str | Path, image_size: int = 224,
                     raise
     finally:
         bar.close()
-    report.seconds = time.perf_counter() - start
-    report_path.write_text(json.dumps(report.to_dict(), indent=1))
+    write_report()
     return report
 
 
@@ -193,9 +393,13 @@ def load_clip(cache: MediaCache | str | Path, clip: ClipRecord) -> tuple[np.ndar
     """Memory-mapped ``frames`` uint8 ``(10, H, W, 3)`` and ``wave`` float32 ``(10 * sr,)``."""
     if not isinstance(cache, MediaCache):
         cache = MediaCache.from_path(cache)
-    key = media_key(clip)
+    key = cache.key(clip)
     f, w = cache.files(key)
     if not (f.is_file() and w.is_file()):
+        if cache.other_versions(key, complete=True):
+            raise FileNotFoundError(f"clip {clip.clip_id}: {clip.media} changed since `avprompt "
+                                    "data prepare` decoded it (size or modification time); run "
+                                    "it again to re-decode")
         raise FileNotFoundError(f"clip {clip.clip_id} ({clip.media}) is not in the media cache "
                                 f"{cache.path}; run `avprompt data prepare` (bad media are "
                                 "listed in its report.json)")

@@ -12,7 +12,8 @@
 * ``shots``: training-set size for K = 1, 2, 4, 8, 16 under ``protocol``;
 * ``floors``: for each task of the dataset and each protocol, the best score a constant predictor
   (always the same class; for mAP, any constant scores) reaches on every metric; ``primary`` is
-  the one that protocol reports;
+  the one that protocol reports (``constant_floors``; ``metric_floors`` gives the same for any
+  list of clips, e.g. the test clips one cell was scored on);
 * ``quirks``: the reader's quirk counts.
 """
 from __future__ import annotations
@@ -23,41 +24,82 @@ from pathlib import Path
 import numpy as np
 
 from avprompt.data.datasets import load_dataset
-from avprompt.data.metrics import compute_metrics
-from avprompt.data.records import DatasetIndex
+from avprompt.data.metrics import compute_metrics, primary_metric
+from avprompt.data.records import NUM_SEGMENTS, ClipRecord, DatasetIndex
 from avprompt.data.splits import PROTOCOLS, shot_counts
-from avprompt.data.tasks import DEFAULT_TASK, TASK_LEVELS, primary_label
+from avprompt.data.tasks import DEFAULT_TASK, TASK_LEVELS, check_task, primary_label
 
 _TASKS_OF = {"ave": ["ave", "ave-cls"], "llp": ["llp-cls"], "vggsound": ["vggsound"],
              "vggsound40k": ["vggsound40k"]}
 
 
-def constant_floors(index: DatasetIndex, task: str) -> dict:
-    """``{protocol: {metric: best constant score, "primary": ...}}`` on the test split."""
-    test = index.split("test")
-    if not test:
+def _num_outputs(task: str, records: list[ClipRecord], num_classes: int | None) -> int:
+    """Logit width of ``task``: the classes (inferred from the labels when not given), plus
+    background for segment tasks. A constant predictor's scores do not depend on it."""
+    if num_classes is None:
+        labels = [s for r in records for s in r.segment_labels] + \
+                 [c for r in records for c in r.video_labels]
+        num_classes = max([c for c in labels if c >= 0], default=0) + 1
+    return num_classes + int(TASK_LEVELS[task] == "segment")
+
+
+def metric_floors(task: str, protocol: str, records: list[ClipRecord],
+                  num_classes: int | None = None) -> dict[str, float]:
+    """Constant-predictor floor of every metric ``task`` reports under ``protocol`` on ``records``.
+
+    ``records``: the exact clips a cell was scored on (its test list, test order irrelevant).
+    Returns ``{metric: floor}`` in percent, one entry per float metric of ``compute_metrics``
+    (e.g. ``llp-cls``: video_acc, single_label_acc, macro_map, reference_acc) plus ``primary``
+    (the floor of the protocol's primary metric); ``{}`` when ``records`` is empty. Each floor is
+    the best score any constant predictor reaches on that metric (always the same class for the
+    accuracies; any constant scores for mAP, which then equals the mean class prevalence), so a
+    model scoring at or below it learned nothing usable for that metric.
+    """
+    check_task(task)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    records = list(records)
+    if not records:
         return {}
     segment = TASK_LEVELS[task] == "segment"
-    k = len(index.classes) + int(segment)
+    k = _num_outputs(task, records, num_classes)
     # A constant predictor's best class is the most frequent one under some metric's label
     # rule, so only those candidates go through the metric code (the same code results use).
-    counts = [Counter(primary_label(r) for r in test),
-              Counter(r.video_labels[0] for r in test if len(r.video_labels) == 1)]
+    counts = [Counter(primary_label(r) for r in records),
+              Counter(min(r.video_labels) for r in records if r.video_labels),
+              Counter(r.video_labels[0] for r in records if len(r.video_labels) == 1)]
     if segment:
-        counts.append(Counter(k - 1 if s < 0 else s for r in test for s in r.segment_labels))
-    candidates = sorted({c.most_common(1)[0][0] for c in counts if c} - {-1}) or [0]
-    per_class = []
-    for c in candidates:
-        logits = np.zeros((len(test), 10, k) if segment else (len(test), k))
+        counts.append(Counter(k - 1 if s < 0 else s for r in records for s in r.segment_labels))
+    candidates = set()
+    for c in counts:
+        c.pop(-1, None)  # unlabelled clips: no metric counts them
+        if c:
+            candidates.add(c.most_common(1)[0][0])
+    scores = []
+    for c in sorted(candidates) or [0]:
+        logits = np.zeros((len(records), NUM_SEGMENTS, k) if segment else (len(records), k))
         logits[..., c] = 1.0
-        per_class.append({p: compute_metrics(task, p, logits, test) for p in PROTOCOLS})
+        scores.append(compute_metrics(task, protocol, logits, records))
+    names = [m for m, v in scores[0].items() if isinstance(v, float) and m != "primary"]
+    out = {m: max((s[m] for s in scores if s[m] == s[m]), default=float("nan")) for m in names}
+    out["primary"] = out[scores[0]["primary_name"]]
+    return out
+
+
+def constant_floors(index: DatasetIndex, task: str, protocol: str | None = None,
+                    records: list[ClipRecord] | None = None) -> dict:
+    """``{protocol: {metric: floor, "primary": ..., "primary_name": ...}}``.
+
+    ``records`` defaults to the test split of ``index``; ``protocol`` None gives every protocol.
+    See ``metric_floors`` for what a floor is.
+    """
+    records = index.split("test") if records is None else list(records)
+    if not records:
+        return {}
     out = {}
-    for p in PROTOCOLS:
-        names = [m for m, v in per_class[0][p].items() if isinstance(v, float)]
-        best = {m: max(pc[p][m] for pc in per_class) for m in names if m != "primary"}
-        best["primary_name"] = per_class[0][p]["primary_name"]
-        best["primary"] = best[best["primary_name"]]
-        out[p] = best
+    for p in PROTOCOLS if protocol is None else (protocol,):
+        floors = metric_floors(task, p, records, num_classes=len(index.classes))
+        out[p] = {**floors, "primary_name": primary_metric(task, p)}
     return out
 
 

@@ -12,20 +12,28 @@
     Quirk ``duplicate_clip``: a (YouTubeID, start) listed twice gets clip id ``<stem>#2``.
 
 ``read_vggsound40k(root)``
-    ``vggsound-avel40k_labels.csv`` with columns ``split, category, video_id, label`` (header
-    optional) where ``label`` is a 10-element 0/1 list (event per segment), and
-    ``VggsoundAVEL40kCategories.txt`` (one class per line, defines the order; without it: order
-    of first appearance). Media ``video/<video_id>.mp4``. A row whose label list has no 1 keeps
-    the category as its video label (quirk ``no_event_segment``).
+    ``vggsound-avel40k_labels.csv``, read by its header names as DG-SCT's code does
+    (``pandas.read_csv`` then ``df['split']`` ...): columns ``split``, ``category``, ``video_id``,
+    ``label`` in any order, other columns (e.g. a pandas index column) ignored; a missing column
+    or a missing header line is an error naming the file. ``label`` is a 10-element 0/1 list
+    (event per segment), normally quoted (``"[0, 1, ...]"``); unquoted, it may only be the last
+    column. ``VggsoundAVEL40kCategories.txt`` (one class per line) defines the order; without it:
+    order of first appearance. Media ``video/<video_id>.mp4`` or the pre-extracted layout, also
+    under DG-SCT's name for a numeric id (``str(int(video_id)).zfill(6)``, e.g. ``frames/000123/``
+    + ``wave/000123.npy``, with ``--root`` its ``data/vggsound``). A row whose label list has no 1
+    keeps the category as its video label (quirk ``no_event_segment``).
+
+Every file is read as UTF-8 (a BOM is fine); a file with no data row is an error naming it.
 """
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import Counter
 from pathlib import Path
 
-from avprompt.data.layout import find_file, require_file, resolve_media
+from avprompt.data.layout import find_file, read_text, require_file, require_rows, resolve_media
 from avprompt.data.records import NUM_SEGMENTS, ClipRecord, DatasetIndex
 
 _SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -39,15 +47,18 @@ def _split_name(path: Path, lineno: int, value: str) -> str:
     return s
 
 
-def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [(i, [c.strip() for c in r]) for i, r in enumerate(csv.reader(f), 1)
-                if r and any(c.strip() for c in r)]
+def _csv_rows(path: Path, what: str) -> list[tuple[int, list[str]]]:
+    text = read_text(path)
+    rows = [(i, [c.strip() for c in r]) for i, r in
+            enumerate(csv.reader(io.StringIO(text, newline="")), 1)
+            if r and any(c.strip() for c in r)]
+    require_rows(path, rows, what)
+    return rows
 
 
 def read_vggsound_classes(stat_csv: Path) -> list[str]:
     """Sorted class names from ``stat.csv`` (``label,count,group``; CRLF line ends occur)."""
-    return sorted({r[0] for _, r in _csv_rows(stat_csv)})
+    return sorted({r[0] for _, r in _csv_rows(stat_csv, "label,count,group")})
 
 
 def read_vggsound(root: str | Path) -> DatasetIndex:
@@ -56,7 +67,7 @@ def read_vggsound(root: str | Path) -> DatasetIndex:
     stat = find_file(root, ["stat.csv"], ("", "data"))
     rows: list[tuple[str, str, str]] = []  # (stem, label, split)
     if full is not None:
-        for lineno, r in _csv_rows(full):
+        for lineno, r in _csv_rows(full, "YouTubeID,start_seconds,label,split"):
             if len(r) != 4:
                 raise ValueError(f"{full}:{lineno}: expected YouTubeID,start_seconds,label,split")
             try:
@@ -68,7 +79,7 @@ def read_vggsound(root: str | Path) -> DatasetIndex:
     else:
         test = require_file(root, ["test.csv"], "VGG-Sound clip list (vggsound.csv or test.csv)",
                             ("", "data"))
-        for lineno, r in _csv_rows(test):
+        for lineno, r in _csv_rows(test, "file,label"):
             if len(r) != 2:
                 raise ValueError(f"{test}:{lineno}: expected file,label")
             rows.append((Path(r[0]).stem, r[1], "test"))
@@ -92,44 +103,84 @@ def read_vggsound(root: str | Path) -> DatasetIndex:
                         quirks=dict(quirks))
 
 
+AVEL40K_COLUMNS = ("split", "category", "video_id", "label")
+
+
+def _avel40k_columns(path: Path, header: list[str]) -> dict[str, int]:
+    """Column name -> position from the header line (names compared case-insensitively)."""
+    names = [h.strip().lower() for h in header]
+    if names and names[0] in _SPLITS:
+        raise ValueError(f"{path}:1: no header line; add '{','.join(AVEL40K_COLUMNS)}' as the "
+                         "first line (the columns are read by name)")
+    missing = [c for c in AVEL40K_COLUMNS if c not in names]
+    if missing:
+        raise ValueError(f"{path}:1: header has no column {', '.join(map(repr, missing))} "
+                         f"(found {', '.join(map(repr, header))}); the file needs columns "
+                         f"{', '.join(AVEL40K_COLUMNS)}")
+    return {c: names.index(c) for c in AVEL40K_COLUMNS}
+
+
+def _segment_bits(path: Path, lineno: int, raw: str) -> list[int]:
+    """``"[0, 1, ...]"`` -> 10 ints in {0, 1}; anything else names the row."""
+    tokens = [t for t in re.split(r"[\s,]+", raw.strip().strip("[]()").strip()) if t]
+    try:
+        bits = [int(float(t)) for t in tokens]
+    except ValueError:
+        bits = []
+    if len(bits) != NUM_SEGMENTS or any(b not in (0, 1) for b in bits):
+        raise ValueError(f"{path}:{lineno}: label must list {NUM_SEGMENTS} 0/1 values, got "
+                         f"{raw!r}")
+    return bits
+
+
+def _media_stems(vid: str) -> list[str]:
+    """The id as written, then DG-SCT's zero-padded name for numeric ids (its loader does
+    ``str(int(video_id)).zfill(6)``)."""
+    return [vid] + ([str(int(vid)).zfill(6)] if vid.isdigit() else [])
+
+
 def read_vggsound40k(root: str | Path) -> DatasetIndex:
     root = Path(root)
     path = require_file(root, ["vggsound-avel40k_labels.csv"], "VGG-Sound AVEL 40K labels",
                         ("", "data"))
-    rows = _csv_rows(path)
-    if rows and rows[0][1][0].lower() == "split":
-        rows = rows[1:]
+    (_, header), *rows = _csv_rows(path, "split,category,video_id,label")
+    col = _avel40k_columns(path, header)
+    require_rows(path, rows, "split,category,video_id,label")
+    label_last = col["label"] == len(header) - 1
     cat_file = find_file(root, ["VggsoundAVEL40kCategories.txt"], ("", "data"))
     classes: list[str] = []
     if cat_file is not None:
-        classes = [ln.strip() for ln in cat_file.read_text(encoding="utf-8").splitlines()
-                   if ln.strip()]
+        classes = [ln.strip() for ln in read_text(cat_file).splitlines() if ln.strip()]
+        require_rows(cat_file, classes, "category")
     else:
         for _, r in rows:
-            if len(r) > 1 and r[1] not in classes:
-                classes.append(r[1])
+            if len(r) > col["category"] and r[col["category"]] not in classes:
+                classes.append(r[col["category"]])
     idx = {c: i for i, c in enumerate(classes)}
     quirks: Counter = Counter()
     seen: Counter = Counter()
     records = []
     for lineno, r in rows:
-        if len(r) < 4:
-            raise ValueError(f"{path}:{lineno}: expected split,category,video_id,label")
-        split, cat, vid = _split_name(path, lineno, r[0]), r[1], r[2]
-        bits = [int(b) for b in re.findall(r"[01]", ",".join(r[3:]))]  # list may span fields
-        if len(bits) != NUM_SEGMENTS:
-            raise ValueError(f"{path}:{lineno}: label must list {NUM_SEGMENTS} 0/1 values, got "
-                             f"{','.join(r[3:])!r}")
+        if len(r) < len(header) or (len(r) > len(header) and not label_last):
+            raise ValueError(f"{path}:{lineno}: expected {len(header)} fields as in the header, "
+                             f"got {len(r)}; quote the label list (\"[0, 1, ...]\")")
+        split = _split_name(path, lineno, r[col["split"]])
+        cat, vid = r[col["category"]], r[col["video_id"]]
+        # an unquoted list spills into the following fields: only possible as the last column
+        raw = ",".join(r[col["label"]:]) if label_last else r[col["label"]]
+        bits = _segment_bits(path, lineno, raw)
         if cat not in idx:
             raise ValueError(f"{path}:{lineno}: category {cat!r} is not in "
                              "VggsoundAVEL40kCategories.txt")
+        if not vid:
+            raise ValueError(f"{path}:{lineno}: video_id is empty")
         c = idx[cat]
         if not any(bits):
             quirks["no_event_segment"] += 1
         seen[vid] += 1
         records.append(ClipRecord(
             clip_id=vid if seen[vid] == 1 else f"{vid}#{seen[vid]}", video_id=vid,
-            media=resolve_media(root, "video", [vid]), split=split,
+            media=resolve_media(root, "video", _media_stems(vid)), split=split,
             segment_labels=[c if b else -1 for b in bits], video_labels=[c]))
     return DatasetIndex(name="vggsound40k", root=root, classes=classes, records=records,
                         quirks=dict(quirks))

@@ -28,11 +28,13 @@ sample with labels 0..K (K = background).
 ``preset="reference"`` (or ``reference_config()``) switches every choice where the reference code
 departs from the paper: linear temporal gate, the reference combination with a bottleneck output
 and latent tokens, ReLU channel projections, whole-block placement, CLIP-Adapter (ratio 0.2) on
-the CLIP branch and sum fusion. Fields left at None follow the preset.
+the CLIP branch and sum fusion. Fields left at None follow the preset; ``effective_config()``
+records the resolved values.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -174,7 +176,8 @@ class DGSCT(Method):
                    "(spatial-channel-temporal attention), contrastive CLIP + CLAP text heads")
     config_class = DGSCTConfig
     supported_modalities = ("av",)
-    cacheable = False  # it changes the encoders' internal tokens
+    kind = "train"
+    runs_on = "network"  # it changes the encoders' internal tokens
 
     def __init__(self, encoders, task, config: DGSCTConfig):
         super().__init__(encoders, task, config)
@@ -207,6 +210,19 @@ class DGSCT(Method):
         self._init_text("a", at.text, config.clap_prompt, config.clap_templates)
         self._last = None  # last forward's per-branch logits, read by ``loss``
 
+    def effective_config(self) -> dict:
+        """The config with the preset resolved: no None left for temporal, fusion, placement,
+        clip_adapter or gamma; the preset-only choices (combine, guide_relu, latent_tokens) and the
+        head width actually built (head_dim 0 = CLIP embedding dim) are added."""
+        out = super().effective_config()
+        out.update(self.choices)
+        out["head_dim"] = self.head_v[-1].out_features
+        # n_ctx applies to the learned-context ("coop") branches only: report what they built
+        built = {m: getattr(self, f"ctx_{m}").shape[0] for m in ("v", "a") if hasattr(self, f"ctx_{m}")}
+        if built:
+            out["n_ctx"] = next(iter(built.values())) if len(set(built.values())) == 1 else built
+        return out
+
     # ----- class prompts -----------------------------------------------------------------------
     def _init_text(self, m: str, text, kind: str, templates: str) -> None:
         names = self.task.prompt_names
@@ -223,6 +239,17 @@ class DGSCT(Method):
             raise ValueError("dg-sct: learnable context needs a CLIP-style text tower; this CLAP uses "
                              "RoBERTa: set clap_prompt=template")
         n = self.config.n_ctx
+        longest = int((text.tokenize(names).argmax(-1) - 1).max())  # name tokens between SOS and EOT
+        room = text.context_length - longest - 3  # SOS, ".", EOT
+        if n > room:  # the tokenizer would cut the class name silently: shrink, warn and record
+            msg = (f"dg-sct ({m}): n_ctx={n} does not fit the text context length {text.context_length} "
+                   f"next to the longest class name ({longest} tokens)")
+            if room < 1:
+                raise ValueError(msg + "; shorten the class names or set clip_prompt=template")
+            warnings.warn(msg + f"; using n_ctx={room}", stacklevel=3)
+            self.record_change("n_ctx", n, room, f"prompt + longest class name ({longest} tokens) exceed "
+                               f"the text tower's {text.context_length}-token context", branch=m)
+            n = room
         ids = text.tokenize([" ".join(["X"] * n) + f" {name}." for name in names])  # (K, L)
         with torch.no_grad():
             emb = text.token_embeds(ids)  # (K, L, W): [SOS] X..X name . [EOT] pad
@@ -278,7 +305,8 @@ class DGSCT(Method):
         c = self.config
         out = {}
         for m, kind, names in (("v", c.clip_prompt, c.clip_templates), ("a", c.clap_prompt, c.clap_templates)):
-            out[m] = [f"[{c.n_ctx} learned context tokens] {{}}."] if kind == "coop" else resolve_templates(names)
+            n = getattr(self, f"ctx_{m}").shape[0] if kind == "coop" else 0  # as built (maybe shrunk)
+            out[m] = [f"[{n} learned context tokens] {{}}."] if kind == "coop" else resolve_templates(names)
         return out
 
     def branch_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

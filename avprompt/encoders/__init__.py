@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from avprompt.encoders.factory import BackboneSpec, TowerSpec, build_clap, build_clip
+from avprompt.encoders.weights import weights_fingerprint
 
 
 class Encoders(nn.Module):
@@ -23,6 +24,23 @@ class Encoders(nn.Module):
     @property
     def name(self) -> str:
         return self.spec.name if self.spec else "custom"
+
+    @property
+    def identity(self) -> dict:
+        """What these towers are, for results: ``{"name", "arch": {tower: arch}, "weights": {tower:
+        fingerprint}, "fingerprint": "ARCH@FP+ARCH@FP"}`` (fingerprints: ``weights.weights_fingerprint``;
+        files are hashed once per path, size and mtime)."""
+        arch, weights = {}, {}
+        for kind, tower in (("clip", self.vision), ("clap", self.audio)):
+            if tower is None:
+                continue
+            tspec = getattr(self.spec, kind, None)
+            # the spec keeps an open_clip tag that the built tower no longer carries
+            source = tspec.weights if tspec is not None else tower.weights
+            arch[kind] = tower.arch + ("+roberta" if tspec is not None and tspec.text == "roberta" else "")
+            weights[kind] = weights_fingerprint(source, seeded=self.spec is not None)
+        return {"name": self.name, "arch": arch, "weights": weights,
+                "fingerprint": "+".join(f"{arch[k]}@{weights[k]}" for k in arch)}
 
     def tower(self, modality: str):
         t = self.vision if modality == "v" else self.audio

@@ -22,6 +22,7 @@ from unittest import mock
 
 import avprompt  # noqa: F401  (sets HF_HUB_OFFLINE before laion_clap is imported)
 from avprompt.encoders.archs import CLAP_ARCHS, CLAP_PRESETS, CLIP_ARCHS, validate_htsat
+from avprompt.encoders.weights import load_into, load_state
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SYNTHAV_WEIGHTS = {"clip": ("avp-vit-synthav", ASSETS / "synthav-clip.safetensors"),
@@ -89,33 +90,6 @@ def known_architectures() -> list[dict]:
     return rows
 
 
-# ---------------------------------------------------------------------------------------------
-def _load_state(path: str) -> dict:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"weights file {path} does not exist: check the path in --backbones")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        return load_file(path)
-    import torch
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
-    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
-def _load_into(model, state: dict, spec: TowerSpec, ignore: tuple[str, ...] = ()) -> None:
-    """Strict load; a wrong pairing of weights and architecture is one clear error."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith(ignore or ("\0",))]
-    unexpected = [k for k in state if k not in own and not k.endswith(ignore or ("\0",))]
-    badshape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or badshape:
-        detail = (f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
-                  f"(e.g. {unexpected[:2]}), {len(badshape)} with other shapes (e.g. {badshape[:2]})")
-        raise ValueError(f"weights {spec.weights} do not fit architecture {spec.arch}: {detail}; "
-                         "pick the architecture these weights were trained with")
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-
-
 def build_clip(spec: TowerSpec):
     """open_clip CLIP -> VisionTower."""
     import open_clip
@@ -127,7 +101,8 @@ def build_clip(spec: TowerSpec):
         context = CLIP_ARCHS[spec.arch]["text_cfg"]["context_length"]
         tokenizer = open_clip.SimpleTokenizer(context_length=context)
     elif spec.arch in open_clip.list_models():
-        local = spec.weights and (os.sep in spec.weights or spec.weights.endswith((".pt", ".bin", ".safetensors")))
+        local = spec.weights and (os.sep in spec.weights or os.path.exists(spec.weights)
+                                  or spec.weights.endswith((".pt", ".pth", ".bin", ".safetensors")))
         pretrained = None if (spec.weights is None or local) else spec.weights
         try:
             model = open_clip.create_model(spec.arch, pretrained=pretrained)
@@ -139,7 +114,7 @@ def build_clip(spec: TowerSpec):
     else:
         raise ValueError(f"unknown CLIP architecture {spec.arch!r}: see `avprompt backbones list`")
     if spec.weights:
-        _load_into(model, _load_state(spec.weights), spec)
+        load_into(model, load_state(spec.weights), spec.arch, spec.weights)
     return VisionTower(model, spec.arch, spec.weights, tokenizer)
 
 
@@ -189,5 +164,5 @@ def build_clap(spec: TowerSpec, short_audio: str = "repeatpad"):
     if spec.weights:
         # official checkpoints carry position_ids of the RoBERTa embeddings; newer transformers
         # keep them as a non-persistent buffer, so the key is optional either way.
-        _load_into(model, _load_state(spec.weights), spec, ignore=("position_ids",))
+        load_into(model, load_state(spec.weights), spec.arch, spec.weights, ignore=("position_ids",))
     return AudioTower(model.float(), spec.arch, spec.weights, tokenizer, short_audio=short_audio)

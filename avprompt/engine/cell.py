@@ -44,13 +44,13 @@ def method_config(cls, plan: CellPlan):
 
 
 def _batches(ws, task_name, task, method, records, shuffle_seed=None, batch_size=None):
-    """Iterator factory of method batches (features for cacheable methods, clips otherwise)."""
+    """Iterator factory of method batches (features for methods that run on features, clips otherwise)."""
     bs = batch_size or method.config.batch_size
     mods = "".join(method.modalities)
 
     def make(chunk):
         b = target_tensors(task, chunk)
-        if method.cacheable:
+        if method.runs_on == "features":
             for m in mods:
                 b["feat_" + m] = ws.features(task_name, m, chunk)
         else:
@@ -71,7 +71,7 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
 
     ``progress(total_epochs, row)`` is called after every epoch (row: epoch, loss, lr, val)."""
     from avprompt.data.metrics import compute_metrics
-    from avprompt.data.stats import constant_floors
+    from avprompt.data.stats import metric_floors
 
     t_wall = time.perf_counter()
     index = ws.index(plan.task)
@@ -84,15 +84,17 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
     test = [by_id[c] for c in split.test if c not in bad]
 
     cls = get_method(plan.method)
+    checkpoint = load_checkpoint(plan.checkpoint_in, ws.device) if plan.checkpoint_in else None
+    if checkpoint:
+        plan = dataclasses.replace(plan, overrides={**plan.overrides, **transfer_overrides(checkpoint)})
     cfg, epochs = method_config(cls, plan)
+    check_splits(plan, cls, split, train, val, test, bad)
     torch.manual_seed(plan.seed)
     method = cls(ws.encoders, task, cfg).to(ws.device)
-    if plan.checkpoint_in:
-        state = torch.load(plan.checkpoint_in, map_location=ws.device)
-        load_transferable(method, state)
+    transfer = load_transferable(method, checkpoint["state"]) if checkpoint else None
 
     fitted = {}
-    if (cls.training_free or getattr(cls, "needs_fit", False)) and train:
+    if cls.fits and train:
         fitted = method.fit(_feature_set(ws, plan.task, task, method, train),
                             _feature_set(ws, plan.task, task, method, val)) or {}
 
@@ -101,7 +103,7 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
         return compute_metrics(plan.task, plan.protocol, logits, val)["primary"]
 
     report = loop.TrainReport()
-    if not cls.training_free and train and epochs > 0:
+    if cls.trains and train and epochs > 0:
         report = loop.train(method, lambda e: _batches(ws, plan.task, task, method, train,
                                                        shuffle_seed=plan.seed * 1000 + e),
                             validate if val else None, epochs, ws.device, patience=plan.patience,
@@ -109,7 +111,9 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
     t_eval = time.perf_counter()
     logits = loop.predict(method, _batches(ws, plan.task, task, method, test, batch_size=16), ws.device)
     metrics = compute_metrics(plan.task, plan.protocol, logits, test)
-    floors = constant_floors(index, plan.task).get(plan.protocol, {})
+    # constant-predictor floors of every metric, on exactly the clips this cell was scored on
+    floors = metric_floors(plan.task, plan.protocol, test, num_classes=len(index.classes))
+    metrics["floors"] = {m: v for m, v in floors.items() if m != "primary"}
     metrics["floor"] = floors.get("primary")
     metrics["val_best"] = report.best_val
     eval_s = time.perf_counter() - t_eval
@@ -117,7 +121,9 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
     templates = [f"{m}: {t}" for m, ts in (getattr(method, "templates", None) or {}).items() for t in ts]
     return {
         "metrics": metrics,
-        "config": {**dataclasses.asdict(cfg), "epochs": epochs, "protocol": plan.protocol,
+        # the config that ran: shrinks and preset resolutions applied (the requested one is in
+        # the record's identity); every change from a reference value is listed with its reason
+        "config": {**method.effective_config(), "epochs": epochs, "protocol": plan.protocol,
                    "patience": plan.patience},
         "extra": {
             "class_names": list(task.class_names), "prompt_names": task.prompt_names,
@@ -128,18 +134,93 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
             "timings": {"train_s": report.train_s, "eval_s": eval_s,
                         "wall_s": time.perf_counter() - t_wall},
             "device": str(ws.device),
+            "reference_changes": method.reference_changes(),
+            **({"transfer": transfer} if transfer else {}),
             "trainable_params": sum(p.numel() for p in method.trainable_parameters()),
         },
         "method_obj": method,
     }
 
 
-def load_transferable(method, state: dict) -> list[str]:
-    """Load a pre-trained state into a method built for other classes: every tensor whose name
-    and shape match carries over (learned context, adapters, DG-SCT modules); class-specific
-    tensors (e.g. class-specific context, cached class text features) are rebuilt. Returns the
-    names that did not carry over."""
+def check_splits(plan: CellPlan, cls, split, train, val, test, bad) -> None:
+    """One-line errors for a cell that would otherwise train nothing or score nothing."""
+    where = f"task {plan.task} ({plan.protocol} protocol, seed {plan.seed})"
+    if not test:
+        why = (f"all {len(split.test)} test clips have bad media (listed in the media cache report; "
+               "`avprompt data stats` shows them)") if split.test else "the test split is empty"
+        raise ValueError(f"{where}: no test clip to score: {why}; check the dataset's test annotations")
+    needs_train = cls.kind != "zero-shot" and plan.shots != 0 and plan.checkpoint_in is None
+    if needs_train and not train:
+        why = f"all {len(split.train)} have bad media" if split.train else "the train split has no eligible clip"
+        raise ValueError(f"{where}: no training clip for {plan.method} at K={plan.shots}: {why}; "
+                         "check the dataset's train annotations")
+    if needs_train and not val:
+        # training still means something without selection: the last epoch is kept, and said so
+        import warnings
+        why = f"all {len(split.val)} have bad media" if split.val else "the validation split is empty"
+        warnings.warn(f"{where}: no validation clip ({why}): {plan.method} keeps its last epoch "
+                      "(no model selection); add val rows for selection", stacklevel=2)
+
+
+def load_checkpoint(path: str, device) -> dict:
+    """A pre-training checkpoint: {"state": tensors, "effective_config": ..., "reference_changes": [...]}
+    (older files hold the bare state dict). One-line error naming the file when it is not one."""
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ValueError(f"checkpoint {path} is unreadable ({type(e).__name__}); "
+                         "rerun the pre-training (delete the file) or pass another --from-checkpoint") from None
+    if isinstance(blob, dict) and isinstance(blob.get("state"), dict):
+        return blob
+    if isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values()):
+        return {"state": blob, "effective_config": None, "reference_changes": []}
+    raise ValueError(f"checkpoint {path} holds a {type(blob).__name__}, not a method state; "
+                     "rerun the pre-training (delete the file)")
+
+
+def transfer_overrides(checkpoint: dict) -> dict:
+    """Architecture values pre-training changed from the reference (e.g. a context length shrunk
+    to fit the pre-training class names): the target method is built with the same values, so the
+    learned tensors fit."""
+    out = {}
+    for c in checkpoint.get("reference_changes") or []:
+        if "field" not in c:
+            continue
+        used = (checkpoint.get("effective_config") or {}).get(c["field"], c["used"])
+        if isinstance(used, dict):  # branches ran with different values: the config takes one
+            raise ValueError(f"the checkpoint's {c['field']} differs per branch ({used}); transfer needs one "
+                             "value: pre-train with that field set explicitly")
+        out[c["field"]] = used
+    return out
+
+
+def load_transferable(method, state: dict) -> dict:
+    """Load a pre-trained state into a method built for other classes.
+
+    Every learned tensor whose name and shape match carries over (context, adapters, DG-SCT
+    modules); class-specific tensors (class-specific context, cached class text features) cannot.
+    Returns {"loaded": [...], "not_loaded": {name: reason}, "untransferred_trainable": [...]}
+    (trainable target parameters that start fresh). A transfer that loads none of the
+    checkpoint's learned tensors raises: its "zero-shot" number would be an untrained model."""
     own = method.state_dict()
-    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith("encoders.")}
+    learned = {k: v for k, v in state.items() if not k.startswith("encoders.")}
+    keep, not_loaded = {}, {}
+    for k, v in learned.items():
+        if k not in own:
+            not_loaded[k] = "not in the target method"
+        elif own[k].shape != v.shape:
+            not_loaded[k] = f"shape {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} in the target"
+        else:
+            keep[k] = v
+    trainable = [n for n, p in method.named_parameters() if p.requires_grad]
+    if learned and not any(k in keep for k in trainable):
+        names = ", ".join(f"{k} ({why})" for k, why in list(not_loaded.items())[:3])
+        raise ValueError(f"transfer loaded none of {method.key}'s learned parameters from the checkpoint "
+                         f"(e.g. {names}); the pre-trained method does not fit the target")
     method.load_state_dict(keep, strict=False)
-    return sorted(k for k in own if k not in keep and not k.startswith("encoders."))
+    fresh = sorted(n for n in trainable if n not in keep)
+    if fresh:
+        import warnings
+        warnings.warn(f"transfer: {len(fresh)} learned tensors of {method.key} did not load and start "
+                      f"untrained: {', '.join(fresh[:5])}", stacklevel=2)
+    return {"loaded": sorted(keep), "not_loaded": not_loaded, "untransferred_trainable": fresh}

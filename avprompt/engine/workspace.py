@@ -62,6 +62,9 @@ class Workspace:
         self._encoders = None
         self._fc = None
         self._bad: dict[str, set[str]] = {}
+        self._changed: dict[str, int] = {}
+        self._fingerprints: dict[str, str] = {}
+        self._feature_ids: dict[tuple, str] = {}
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -74,6 +77,44 @@ class Workspace:
     def data_id(self) -> str:
         kind, root = self.root
         return f"synthav-{self.synth_size}-{self.synth_seed}" if self.data == "synthav" else f"{kind}:{root}"
+
+    def data_identity(self, task: str) -> dict:
+        """{"location", "annotations"}: where the data is and a fingerprint of what its annotation
+        files say (classes and every clip's id, split, labels and media path, as read), so an
+        edited annotation file or another folder is another experiment."""
+        import hashlib
+        import json
+        index = self.index(task)
+        if index.name not in self._fingerprints:
+            payload = [index.name, list(index.classes)] + [
+                [r.clip_id, r.video_id, str(r.media), r.split, list(r.segment_labels), list(r.video_labels),
+                 r.audio_segments, r.visual_segments] for r in index.records]
+            blob = json.dumps(payload, sort_keys=True, default=str).encode()
+            self._fingerprints[index.name] = hashlib.sha256(blob).hexdigest()[:16]
+        kind, root = self.root
+        location = self.data_id if self.data == "synthav" else f"{kind}:{Path(root).resolve()}"
+        return {"location": location, "dataset": index.name, "annotations": self._fingerprints[index.name]}
+
+    @property
+    def backbone_identity(self) -> dict:
+        """Architecture and weights fingerprint of the frozen towers (rebuilt weights = another
+        experiment)."""
+        ident = getattr(self.encoders, "identity", None)
+        return dict(ident) if ident else {"name": self.encoders.name, "spec": self.backbones}
+
+    def media_summary(self, tasks) -> str:
+        """One line: clips left out as bad media and clips re-decoded because their file changed."""
+        bad, changed = 0, 0
+        for name in dict.fromkeys(self.index(t).name for t in tasks):
+            task = next(t for t in tasks if self.index(t).name == name)
+            bad += len(self.bad_clips(task))
+            changed += self._changed.get(name, 0)
+        parts = []
+        if bad:
+            parts.append(f"{bad} clips skipped as bad media (see `avprompt data stats`)")
+        if changed:
+            parts.append(f"{changed} clips re-decoded because their file changed")
+        return "; ".join(parts)
 
     def index(self, task: str) -> DatasetIndex:
         from avprompt.data.datasets import load_dataset
@@ -115,11 +156,23 @@ class Workspace:
             report = prepare(index, cache_root() / "media", image_size=size, sample_rate=rate,
                              workers=self.workers, on_bad_media="skip", progress=False)
             self._bad[index.name] = report.bad_clip_ids
+            self._changed[index.name] = int(getattr(report, "redecoded", 0) or 0)
             mean = enc.vision.image_mean if enc.vision is not None else (0.5, 0.5, 0.5)
             std = enc.vision.image_std if enc.vision is not None else (0.5, 0.5, 0.5)
             cache = MediaCache.open(cache_root() / "media", index.name, size, rate)
             self._clips[index.name] = ClipTensors(cache, mean, std)
         return self._clips[index.name]
+
+    def _feature_id(self, record) -> str:
+        """``<clip id>-<short hash of the media file's size and mtime>`` (computed once per clip)."""
+        import hashlib
+
+        from avprompt.data.prepare import media_stamp
+        fid = self._feature_ids.get((record.clip_id, record.media))
+        if fid is None:
+            stamp = hashlib.sha256(media_stamp(record.media).encode()).hexdigest()[:10]
+            fid = self._feature_ids[(record.clip_id, record.media)] = f"{record.clip_id}-{stamp}"
+        return fid
 
     def bad_clips(self, task: str) -> set[str]:
         """Clip ids whose media could not be decoded (left out of every split, reported)."""
@@ -138,7 +191,9 @@ class Workspace:
             import tempfile
             root = cache_root() / "features" if self.use_feature_cache else tempfile.mkdtemp(prefix="avp-feat-")
             self._fc = FeatureCache(root, memory=True)
-        by_id = {r.clip_id: r for r in records}
+        # a clip's features are keyed by its media file's current version too (size, mtime):
+        # a video replaced in place is re-encoded, never served its old features
+        by_id = {self._feature_id(r): r for r in records}
 
         def loader(missing):
             clips = self.clips(task)
@@ -146,6 +201,6 @@ class Workspace:
                 chunk = [by_id[c] for c in missing[s: s + 16]]
                 yield {k: v.to(self.device) for k, v in clips.inputs(chunk, modality).items()}
 
-        return self._fc.get_or_compute(self.encoders, modality, [r.clip_id for r in records], loader,
+        return self._fc.get_or_compute(self.encoders, modality, [self._feature_id(r) for r in records], loader,
                                        dataset=f"{self.data_id}/{index.name}",
                                        preprocessing={"segments": 10, "frame_rule": "segment centre"})
