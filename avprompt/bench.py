@@ -359,6 +359,33 @@ def _plan_states(cfg: BenchConfig, plans, ws) -> list[tuple[object, str, str]]:
     return out
 
 
+def preflight(ws, plans, echo=print) -> None:
+    """Before any cell: every task has test clips with readable media, and training clips for the
+    methods that need them (one-line error naming the split); a missing validation split is
+    said once (those cells keep their last epoch)."""
+    import warnings
+
+    from avprompt.data.splits import make_split
+    from avprompt.engine.cell import check_splits
+    from avprompt.registry import get_method
+    seen = set()
+    for p in plans:
+        cls = get_method(p.method)
+        sig = (p.task, p.protocol, cls.kind == "zero-shot")
+        if sig in seen:
+            continue
+        seen.add(sig)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            split = make_split(ws.index(p.task), p.task, p.protocol, shots=None, seed=p.seed)
+            bad = ws.bad_clips(p.task)
+            check_splits(p, cls, split, *([c for c in ids if c not in bad]
+                                          for ids in (split.train, split.val, split.test)), bad)
+        for w in caught:
+            if "no validation clip" in str(w.message):
+                echo(f"warning: {w.message}")
+
+
 def format_plan(states, skipped) -> str:
     lines = []
     for p, state, detail in states:
@@ -413,6 +440,7 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
     media = ws.media_summary(cfg.tasks) if todo else ""
     if media:
         echo(media)
+    preflight(ws, todo, echo)
     t0 = time.perf_counter()
     outcomes = []
     try:

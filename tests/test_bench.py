@@ -71,6 +71,8 @@ def test_resume_after_sigkill_recomputes_only_missing_cells(tiny_world, tmp_path
     assert len(after) == 3
     assert all(after[p] == t for p, t in first.items()), "a finished cell was recomputed"
     assert f"{len(first)} already done" in done.stdout
+    # the killed run's claim was taken over; nothing temporary is left
+    assert not [p for p in out.rglob("*") if p.suffix in (".tmp", ".claim")]
 
 
 def test_failed_cell_is_recorded_and_sweep_goes_on(tiny_world, tmp_path, monkeypatch):
