@@ -282,8 +282,8 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
     import warnings
 
     from avprompt.engine.cell import run_cell
-    from avprompt.results import (build_result, cell_state, claim_cell, peak_memory_mb, release_cell,
-                                  result_path, write_result)
+    from avprompt.results import (build_result, cell_state, claim_cell, peak_memory_mb, predictions_path,
+                                  release_cell, result_path, write_predictions, write_result)
 
     ws = _workspace(cfg)
     key = cell_key(cfg, plan, ws.encoders.name)
@@ -296,6 +296,7 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
         return {"path": path, "status": "busy", "error": None, "primary": None, "warnings": [],
                 "reference_changes": [], "owner": f"pid {owner.get('pid')} on {owner.get('host')}"}
     sweep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("overrides", "rerun", "dry_run")}
+    predictions = None
     try:
         identity = cell_identity(cfg, plan, ws)
         # another sweep may have finished this cell between our plan and our claim
@@ -309,6 +310,7 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
                 warnings.simplefilter("always")
                 out = run_cell(ws, plan, progress=_epoch_bar() if show_progress else None)
             out.pop("method_obj", None)
+            predictions = out.pop("predictions", None)
             extra = out["extra"]
             extra["warnings"] = sorted({str(w.message) for w in caught
                                         if not issubclass(w.category, (DeprecationWarning, FutureWarning))}
@@ -322,6 +324,10 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
             record = build_result(key, "failed", {}, {"sweep": sweep}, {"traceback": tb, "identity": identity},
                                   error=reason)
         try:
+            if record["status"] == "ok" and predictions is not None:
+                # first, so that a record on disk always has its predictions beside it
+                write_predictions(cfg.out, key, predictions)
+                record["predictions"] = predictions_path(cfg.out, key).name
             write_result(cfg.out, record)
         except OSError as e:
             raise StoreWriteError(f"cannot write {path}: {e.strerror or e}") from e
@@ -536,6 +542,8 @@ def summarize_store(cfg: BenchConfig, echo=print) -> dict:
         return {"table": "", "plot": None}
     df = to_dataframe(results)
     summary = summarize(df)
+    if summary.empty:  # every cell failed: their reasons were printed; nothing to tabulate
+        return {"table": "", "plot": None}
     table = to_markdown(summary, failed_cells(df))
     echo(compact_table(summary))
     plot = Path(cfg.plot) if cfg.plot else root / "curves.png"

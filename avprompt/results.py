@@ -303,6 +303,44 @@ def write_result(root: str | os.PathLike, record: dict) -> Path:
     return path
 
 
+def predictions_path(root: str | os.PathLike, key: CellKey) -> Path:
+    """``seed<S>.pred.npz`` beside the cell's JSON."""
+    return result_path(root, key).with_suffix(".pred.npz")
+
+
+def write_predictions(root: str | os.PathLike, key: CellKey, arrays: dict) -> Path:
+    """Write a cell's per-video test predictions (numpy arrays) atomically; returns the path."""
+    import numpy as np
+    path = predictions_path(root, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{result_path(root, key).stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def read_predictions(record_or_path) -> dict | None:
+    """The per-video predictions of a record (dict with ``_path``, or its JSON path); None when
+    the cell has none (failed, or written before predictions were stored)."""
+    import numpy as np
+    json_path = Path(record_or_path["_path"] if isinstance(record_or_path, dict) else record_or_path)
+    path = json_path.with_suffix(".pred.npz")
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def read_result(path: str | os.PathLike) -> dict:
     """Parse one result file; ValueError naming the file when it is not a result record."""
     path = Path(path)

@@ -41,7 +41,8 @@ def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:
                                 echo_grouped_notes, select_methods, summarize_store)
     from avprompt.engine.cell import CellPlan, run_cell
     from avprompt.registry import get_method
-    from avprompt.results import build_result, cell_done, peak_memory_mb, write_result
+    from avprompt.results import (build_result, cell_done, peak_memory_mb, predictions_path, write_predictions,
+                                  write_result)
 
     if cfg.pretrain != "vggsound40k":
         raise ValueError(f"--pretrain {cfg.pretrain!r}: only vggsound40k is supported")
@@ -64,11 +65,15 @@ def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:
                 warnings.simplefilter("always")
                 out = fn()
             out.pop("method_obj", None)
+            predictions = out.pop("predictions", None)
             out["extra"]["warnings"] = sorted({str(w.message) for w in caught
                                                if not issubclass(w.category, (DeprecationWarning, FutureWarning))})
             out["extra"]["peak_memory_mb"] = peak_memory_mb(str(ws.device))
             out["extra"]["identity"] = cell_identity(dataclasses.replace(bench, suite=key.suite), plan, ws)
             rec = build_result(key, "ok", out["metrics"], out["config"], out["extra"])
+            if predictions is not None:
+                write_predictions(cfg.out, key, predictions)
+                rec["predictions"] = predictions_path(cfg.out, key).name
         except Exception as e:  # noqa: BLE001 - recorded and printed; the run goes on
             rec = build_result(key, "failed", {}, {}, {}, error=f"{type(e).__name__}: {e}")
         write_result(cfg.out, rec)

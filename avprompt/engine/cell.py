@@ -111,6 +111,7 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
     t_eval = time.perf_counter()
     logits = loop.predict(method, _batches(ws, plan.task, task, method, test, batch_size=16), ws.device)
     metrics = compute_metrics(plan.task, plan.protocol, logits, test)
+    predictions = test_predictions(task, logits, test)
     # constant-predictor floors of every metric, on exactly the clips this cell was scored on
     floors = metric_floors(plan.task, plan.protocol, test, num_classes=len(index.classes))
     metrics["floors"] = {m: v for m, v in floors.items() if m != "primary"}
@@ -139,7 +140,29 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
             "trainable_params": sum(p.numel() for p in method.trainable_parameters()),
         },
         "method_obj": method,
+        "predictions": predictions,
     }
+
+
+def test_predictions(task, logits, records) -> dict:
+    """Per-video test outputs, stored beside the record (``results.write_predictions``) so that
+    ``report`` can bootstrap over test videos and pair methods on the same videos.
+
+    clip_ids (N,); logits float16 (N, T, K) for segment tasks, (N, K) (mean over T) for video
+    tasks; segment_labels int16 (N, T) (-1 = background); video_labels uint8 (N, C) multi-hot.
+    """
+    import numpy as np
+    x = np.asarray(logits, dtype=np.float32)
+    if task.level != "segment" and x.ndim == 3:
+        x = x.mean(axis=1)
+    classes = len(task.class_names)
+    multi_hot = np.zeros((len(records), classes), dtype=np.uint8)
+    for i, r in enumerate(records):
+        multi_hot[i, [c for c in r.video_labels if 0 <= c < classes]] = 1
+    return {"clip_ids": np.array([r.clip_id for r in records]),
+            "logits": x.astype(np.float16),
+            "segment_labels": np.array([r.segment_labels for r in records], dtype=np.int16),
+            "video_labels": multi_hot}
 
 
 def check_splits(plan: CellPlan, cls, split, train, val, test, bad) -> None:
