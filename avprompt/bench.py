@@ -22,6 +22,9 @@ DEFAULT_TASKS = ("ave", "ave-cls", "llp-cls")
 #: segment (per-sample conditioning), ~1 min per 16-shot AVE cell at its reference batch 1 and
 #: 10 epochs, so it runs at batch 8 for 4 epochs here. Per-method overrides in a config file win.
 EMBEDDED_OVERRIDES = {"cocoop": {"batch_size": 8, "epochs": 4}}
+#: Methods that run on cached features but cost like in-network ones (CoCoOp's meta-net re-encodes
+#: every class prompt for every segment): on the embedded sweep they get ``seeds_in_network``.
+EMBEDDED_SEEDS_IN_NETWORK = ("cocoop",)
 
 
 @dataclass
@@ -31,7 +34,10 @@ class BenchConfig:
     shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
     tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     methods: str = "all"  # "all" | comma-separated keys | glob
-    seeds: list[int] = field(default_factory=lambda: [1])
+    # three seeds for the methods that cost seconds; in-network methods (and methods the embedded
+    # budget lists in EMBEDDED_SEEDS) run on ``seeds_in_network`` (None: the same seeds)
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    seeds_in_network: list[int] | None = field(default_factory=lambda: [1])
     data: str = "synthav"
     backbones: str = "synthav"
     protocol: str = "standard"
@@ -49,6 +55,7 @@ class BenchConfig:
     max_epochs: int | None = 50
     max_epochs_in_network: int | None = 4
     patience: int = 0
+    select: str = "val"  # "val": selection on validation (initial state included); "last": last epoch
     synth_size: str = dataclasses.field(default_factory=lambda: os.environ.get("AVPROMPT_SYNTH_SIZE", "small"))
     workers: int = 1
     plot: str | None = None  # default: <out>/<suite>/curves.png
@@ -66,6 +73,8 @@ class BenchConfig:
             raise ValueError("--shots is empty: give e.g. 1,2,4,8,16")
         if not self.seeds:
             raise ValueError("--seeds is empty: give e.g. 1,2,3")
+        if self.seeds_in_network is not None and not self.seeds_in_network:
+            raise ValueError("--seeds-in-network is empty: give e.g. 1 (or omit it to use --seeds)")
         if not self.tasks:
             raise ValueError("--tasks is empty: give e.g. ave,ave-cls,llp-cls")
         for name in ("max_epochs", "max_epochs_in_network", "patience", "workers"):
@@ -74,7 +83,7 @@ class BenchConfig:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} {v}: must be {'at least 1' if name == 'workers' else '0 (no cap) or positive'}")
         for name, allowed in (("protocol", ("standard", "reference")), ("modality", ("auto", "v", "a", "av")),
-                              ("executor", ("local", "ray"))):
+                              ("executor", ("local", "ray")), ("select", ("val", "last"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
         if self.device.startswith("cuda"):
@@ -160,14 +169,17 @@ def plan_sweep(cfg: BenchConfig) -> tuple[list, list[tuple[str, str]]]:
             continue
         zero_shot = cls.kind == "zero-shot"
         shots = [0] if zero_shot else list(cfg.shots)
-        seeds = cfg.seeds[:1] if zero_shot else cfg.seeds  # deterministic: one seed says all
+        heavy = cls.runs_on == "network" or (cfg.data == "synthav" and key in EMBEDDED_SEEDS_IN_NETWORK)
+        seeds = cfg.seeds_in_network if heavy and cfg.seeds_in_network else cfg.seeds
+        seeds = seeds[:1] if zero_shot else seeds  # deterministic: one seed says all
         cap = cfg.max_epochs if cls.runs_on == "features" else cfg.max_epochs_in_network
         for task in cfg.tasks:
             for mod in mods:
                 for k in shots:
                     for seed in seeds:
                         cells.append(CellPlan(task, key, mod, k, seed, cfg.protocol,
-                                              dict(overrides.get(key, {})), cap, cfg.patience))
+                                              dict(overrides.get(key, {})), cap, cfg.patience,
+                                              select=cfg.select))
     cells.sort(key=lambda c: (get_method(c.method).runs_on == "network", c.method, c.task, c.modality,
                               c.shots, c.seed))
     return cells, skipped
@@ -213,8 +225,8 @@ def cell_identity(cfg: BenchConfig, plan, ws) -> dict:
     mcfg, epochs = method_config(get_method(plan.method), plan)
     import json
     # through JSON once, as the record will hold it (tuples become lists), so a reread compares equal
-    config = json.loads(json.dumps({**dataclasses.asdict(mcfg), "epochs": epochs, "patience": plan.patience},
-                                   default=str))
+    config = json.loads(json.dumps({**dataclasses.asdict(mcfg), "epochs": epochs, "patience": plan.patience,
+                                    "select": plan.select}, default=str))
     if getattr(plan, "checkpoint_in", None):  # a transfer: the pre-trained state is part of the experiment
         config["checkpoint"] = _file_fingerprint(plan.checkpoint_in)
     return {"suite": cfg.suite, "task": plan.task, "method": plan.method, "modality": plan.modality,
@@ -439,7 +451,8 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
             echo(f"rerun {p.task} {p.method}@{p.modality} K={p.shots} seed={p.seed}: {detail}")
     est = estimate_seconds(todo)
     echo(f"sweep {cfg.suite}: {len(plans)} cells ({len(plans) - len(todo)} already done, {len(todo)} to run), "
-         f"tasks {','.join(cfg.tasks)}, shots {','.join(map(str, cfg.shots))}, seeds {','.join(map(str, cfg.seeds))}, "
+         f"tasks {','.join(cfg.tasks)}, shots {','.join(map(str, cfg.shots))}, seeds {','.join(map(str, cfg.seeds))}"
+         f"{'' if not cfg.seeds_in_network else ' (in-network: ' + ','.join(map(str, cfg.seeds_in_network)) + ')'}, "
          f"data {cfg.data}, backbones {cfg.backbones}; estimated {est / 60:.1f} min on CPU")
     for key, why in skipped:
         echo(f"skipped {key}: {why}")

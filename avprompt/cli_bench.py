@@ -23,7 +23,10 @@ def bench_command(
     shots: Optional[str] = typer.Option(None, "--shots", help="comma-separated K, e.g. 1,2,4,8,16"),
     tasks: Optional[str] = typer.Option(None, "--tasks", help="ave,ave-cls,llp-cls"),
     methods: Optional[str] = typer.Option(None, "--methods", help="all | KEYS | GLOB (comma-separated)"),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (full protocol: 1,2,3)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default 1,2,3)"),
+    seeds_in_network: Optional[str] = typer.Option(None, "--seeds-in-network",
+                                                   help="seeds of DG-SCT, MaPLe (and CoCoOp on SynthAV) "
+                                                        "(default 1; 'all' = --seeds)"),
     data: Optional[str] = typer.Option(None, "--data", help="synthav | DIR | manifest:FILE"),
     backbones: Optional[str] = typer.Option(None, "--backbones", help="synthav | tiny | clip=ARCH@W,clap=ARCH@W"),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="standard | reference"),
@@ -36,6 +39,9 @@ def bench_command(
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="cap cached-feature methods' epochs (0: none)"),
     max_epochs_in_network: Optional[int] = typer.Option(None, "--max-epochs-in-network",
                                                         help="cap DG-SCT's / MaPLe's epochs (0: none)"),
+    select: Optional[str] = typer.Option(None, "--select", help="val (default: the initial state and every "
+                                         "epoch compete on validation, ties to the later) | last (the "
+                                         "references' last epoch)"),
     config: Optional[str] = typer.Option(None, "--config", help="suite file (TOML/YAML, flat)"),
     suite: Optional[str] = typer.Option(None, "--suite", help="suite name (result sub-folder)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print each cell as new / done / stale (with the "
@@ -47,9 +53,11 @@ def bench_command(
 
     cfg = BenchConfig.from_sources(
         config, shots=_ints(shots, "--shots"), tasks=_strs(tasks), methods=methods, seeds=_ints(seeds, "--seeds"),
+        seeds_in_network=None if seeds_in_network is None else ("none" if seeds_in_network == "all"
+                                                                else _ints(seeds_in_network, "--seeds-in-network")),
         data=data, backbones=backbones, protocol=protocol, modality=modality, out=out, executor=executor,
         address=address, device=device, max_epochs=max_epochs, max_epochs_in_network=max_epochs_in_network,
-        suite=suite, dry_run=dry_run or None, rerun=rerun or None)
+        suite=suite, select=select, dry_run=dry_run or None, rerun=rerun or None)
     outcome = run_bench(cfg, echo=typer.echo)
     if outcome["failed"]:
         raise typer.Exit(1)

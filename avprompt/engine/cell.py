@@ -31,6 +31,7 @@ class CellPlan:
     max_epochs: int | None = None  # cap (embedded quick sweeps); None or 0 = the method's own epochs
     patience: int = 0
     checkpoint_in: str | None = None  # trained state to start from (zero-shot transfer)
+    select: str = "val"  # "val": initial state and every epoch compete on validation; "last": last epoch
 
 
 def method_config(cls, plan: CellPlan):
@@ -89,25 +90,58 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
         plan = dataclasses.replace(plan, overrides={**plan.overrides, **transfer_overrides(checkpoint)})
     cfg, epochs = method_config(cls, plan)
     check_splits(plan, cls, split, train, val, test, bad)
-    torch.manual_seed(plan.seed)
-    method = cls(ws.encoders, task, cfg).to(ws.device)
-    transfer = load_transferable(method, checkpoint["state"]) if checkpoint else None
+    reference_batch = cfg.batch_size
+    if cls.trains and train and cfg.batch_size > len(train):
+        # a batch larger than the training set would make every epoch one step
+        cfg = dataclasses.replace(cfg, batch_size=len(train))
 
-    fitted = {}
-    if cls.fits and train:
-        fitted = method.fit(_feature_set(ws, plan.task, task, method, train),
-                            _feature_set(ws, plan.task, task, method, val)) or {}
+    def validate_fn(method):
+        def validate():
+            logits = loop.predict(method, _batches(ws, plan.task, task, method, val, batch_size=16), ws.device)
+            return compute_metrics(plan.task, plan.protocol, logits, val)["primary"]
+        return validate
 
-    def validate():
-        logits = loop.predict(method, _batches(ws, plan.task, task, method, val, batch_size=16), ws.device)
-        return compute_metrics(plan.task, plan.protocol, logits, val)["primary"]
+    def build_and_train(cfg_run):
+        """One candidate: build (seeded), load a transfer, fit, train with selection on validation."""
+        torch.manual_seed(plan.seed)
+        method = cls(ws.encoders, task, cfg_run).to(ws.device)
+        transfer = load_transferable(method, checkpoint["state"]) if checkpoint else None
+        fitted = {}
+        if cls.fits and train:
+            fitted = method.fit(_feature_set(ws, plan.task, task, method, train),
+                                _feature_set(ws, plan.task, task, method, val)) or {}
+        report = loop.TrainReport()
+        if cls.trains and train and epochs > 0:
+            report = loop.train(method, lambda e: _batches(ws, plan.task, task, method, train,
+                                                           shuffle_seed=plan.seed * 1000 + e),
+                                validate_fn(method) if val else None, epochs, ws.device, patience=plan.patience,
+                                progress=None if progress is None else (lambda row: progress(epochs, row)),
+                                select=plan.select)
+        return method, transfer, fitted, report
 
-    report = loop.TrainReport()
-    if cls.trains and train and epochs > 0:
-        report = loop.train(method, lambda e: _batches(ws, plan.task, task, method, train,
-                                                       shuffle_seed=plan.seed * 1000 + e),
-                            validate if val else None, epochs, ws.device, patience=plan.patience,
-                            progress=None if progress is None else (lambda row: progress(epochs, row)))
+    # Reference learning rates assume CLIP's logit scale (100); on towers with another scale a
+    # method may declare multipliers to search on validation (never on test).
+    multipliers = tuple(getattr(cfg, "lr_search", ()) or ())
+    search = len(multipliers) > 1 and cls.trains and bool(train) and bool(val) and plan.select == "val" and epochs > 0
+    lr_search = []
+    if search:
+        best = None
+        for m in multipliers:
+            cand = build_and_train(dataclasses.replace(cfg, lr=cfg.lr * m))
+            lr_search.append({"multiplier": m, "lr": cfg.lr * m, "val": cand[3].best_val,
+                              "best_epoch": cand[3].best_epoch})
+            if best is None or cand[3].best_val > best[1][3].best_val:  # ties: the earlier (closer to ×1)
+                best = (m, cand)
+        chosen, (method, transfer, fitted, report) = best
+        if chosen != 1:
+            method.record_change("lr", cfg.lr, cfg.lr * chosen,
+                                 f"x{chosen:g} of the reference, selected on validation from "
+                                 f"{'/'.join(f'x{m:g}' for m in multipliers)}")
+    else:
+        method, transfer, fitted, report = build_and_train(cfg)
+    if cfg.batch_size != reference_batch:
+        method.record_change("batch_size", reference_batch, cfg.batch_size,
+                             f"the training set has {len(train)} clips (a batch never exceeds it)")
     t_eval = time.perf_counter()
     logits = loop.predict(method, _batches(ws, plan.task, task, method, test, batch_size=16), ws.device)
     metrics = compute_metrics(plan.task, plan.protocol, logits, test)
@@ -125,13 +159,17 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
         # the config that ran: shrinks and preset resolutions applied (the requested one is in
         # the record's identity); every change from a reference value is listed with its reason
         "config": {**method.effective_config(), "epochs": epochs, "protocol": plan.protocol,
-                   "patience": plan.patience},
+                   "patience": plan.patience, "select": plan.select},
         "extra": {
             "class_names": list(task.class_names), "prompt_names": task.prompt_names,
             "prompt_templates": templates, "split_hash": split.hash, "split_notes": split.notes,
             "n_train": len(train), "n_val": len(val), "n_test": len(test), "bad_media": len(bad),
             "dataset": ws.data_id, "backbone": ws.encoders.name, "protocol": plan.protocol,
             "fitted": fitted, "history": report.history, "best_epoch": report.best_epoch,
+            "select": plan.select, "initial_val": report.initial_val,
+            **({"did_not_learn": "the initial state (before any update) scored best on validation "
+                                 f"({report.initial_val:.1f}); no epoch beat it"} if report.did_not_learn else {}),
+            **({"lr_search": lr_search} if lr_search else {}),
             "timings": {"train_s": report.train_s, "eval_s": eval_s,
                         "wall_s": time.perf_counter() - t_wall},
             "device": str(ws.device),

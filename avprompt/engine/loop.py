@@ -3,6 +3,12 @@
 Optimiser, schedule, warm-up and epochs come from the method's config; gradient clipping,
 bf16 autocast on GPU, model selection and early stopping on validation data only, deterministic
 given the seed. The best epoch's trainable state is restored before the test evaluation.
+
+Selection (``select="val"``): the method's initial state is evaluated on validation before any
+update (history row ``epoch: -1``) and competes with every epoch; ties go to the later epoch
+(the more-trained model), so a noisy, flat validation curve never silently keeps the untrained
+model. ``TrainReport.did_not_learn`` is True when the initial state still wins. ``select="last"``
+keeps the last epoch (the reference implementations' rule); validation is still recorded.
 """
 from __future__ import annotations
 
@@ -24,6 +30,13 @@ class TrainReport:
     history: list[dict] = field(default_factory=list)
     train_s: float = 0.0
     steps: int = 0
+    initial_val: float = float("nan")
+    select: str = "val"
+
+    @property
+    def did_not_learn(self) -> bool:
+        """The selected state is the initial one (evaluated before any update)."""
+        return self.select == "val" and self.best_epoch == -1 and self.epochs_run > 0
 
 
 def build_optimizer(params: list, cfg) -> torch.optim.Optimizer:
@@ -97,13 +110,19 @@ def _ddp(method):
     return DistributedDataParallel(method, find_unused_parameters=False)
 
 
+def _trainable_state(method) -> dict:
+    return copy.deepcopy({k: v for k, v in method.state_dict().items() if not k.startswith("encoders.")})
+
+
 def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Callable[[], float] | None,
-          epochs: int, device, patience: int = 0, eval_every: int = 1, progress=None) -> TrainReport:
+          epochs: int, device, patience: int = 0, eval_every: int = 1, progress=None,
+          select: str = "val") -> TrainReport:
     """Train ``method``'s trainable parameters.
 
     train_batches(epoch) yields the epoch's batches (shuffled by the caller's seeded generator);
     validate() returns the validation primary metric (higher is better), or None to keep the
     last epoch. ``patience`` > 0 stops after that many evaluations without improvement.
+    ``select``: "val" (initial state and every epoch compete, ties to the later) or "last".
     A non-finite loss raises FloatingPointError (the cell is then recorded as failed).
     """
     cfg = method.config
@@ -111,10 +130,18 @@ def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Call
     report = TrainReport()
     if epochs <= 0 or not params:
         return report
+    if select not in ("val", "last"):
+        raise ValueError(f"select={select!r}: use val or last")
+    report.select = select
     opt = build_optimizer(params, cfg)
     model = _ddp(method)
     best_state, since_best = None, 0
     t0 = time.perf_counter()
+    if validate is not None:
+        # the true initial state, before any update: the baseline every epoch must beat
+        report.initial_val = report.best_val = float(validate())
+        best_state = _trainable_state(method)
+        report.history.append({"epoch": -1, "loss": float("nan"), "lr": 0.0, "val": report.initial_val})
     for epoch in range(epochs):
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, epoch, epochs)
@@ -138,21 +165,25 @@ def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Call
         last = epoch == epochs - 1
         if validate is not None and ((epoch + 1) % eval_every == 0 or last):
             row["val"] = val = float(validate())
-            if not (val <= report.best_val):  # first evaluation, or an improvement (NaN-safe)
-                report.best_val, report.best_epoch, since_best = val, epoch, 0
-                best_state = copy.deepcopy({k: v for k, v in method.state_dict().items()
-                                            if not k.startswith("encoders.")})
+            if val > report.best_val:
+                since_best = 0
             else:
                 since_best += 1
+            # ties go to the later epoch (NaN-safe: a NaN best is always replaced)
+            if select == "val" and not (val < report.best_val):
+                report.best_val, report.best_epoch = val, epoch
+                best_state = _trainable_state(method)
         report.history.append(row)
         report.epochs_run = epoch + 1
         if progress is not None:
             progress(row)
         if patience and since_best >= patience:
             break
-    if best_state is not None:
+    if select == "val" and best_state is not None:
         method.load_state_dict(best_state, strict=False)
-    elif validate is None:
+    else:
         report.best_epoch = report.epochs_run - 1
+        if validate is not None and report.history and "val" in report.history[-1]:
+            report.best_val = report.history[-1]["val"]
     report.train_s = time.perf_counter() - t0
     return report

@@ -26,16 +26,24 @@ _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_
 
 @dataclass(frozen=True)
 class WorldSize:
-    """Clip counts: ave/vggsound40k per class (train, val, test); llp in all (train, val, test)."""
+    """Clip counts: ave/vggsound40k per class (train, val, test); llp in all (train, val, test).
+
+    llp_single_per_class: LLP training clips drawn single-label per class, in addition to
+    ``llp_clips[0]`` mixed ones, so that K-shot LLP classification (shots come only from
+    single-label videos) really has K per class up to K=16, with room for the seeds to differ.
+    """
 
     ave_per_class: tuple[int, int, int]
     llp_clips: tuple[int, int, int]
     vgg_per_class: tuple[int, int, int]
+    llp_single_per_class: int = 0
 
 
 SIZES: dict[str, WorldSize] = {
     "tiny": WorldSize((1, 1, 1), (4, 2, 2), (1, 0, 1)),
-    "small": WorldSize((20, 4, 6), (160, 32, 48), (16, 2, 2)),
+    # small (the default benchmark world): test and validation sized for paired comparisons
+    # (see results/README.md for the measured interval widths), 24 single-label LLP clips per class
+    "small": WorldSize((20, 8, 20), (96, 64, 160), (16, 2, 2), llp_single_per_class=24),
     "medium": WorldSize((60, 12, 20), (480, 96, 144), (60, 8, 8)),
 }
 
@@ -149,14 +157,17 @@ def sample_event_clip(rng: np.random.Generator, n_classes: int, event: int) -> C
     return clip
 
 
-def sample_llp_clip(rng: np.random.Generator, n_classes: int) -> ClipTruth:
-    """AVVP style clip: 1-3 classes, each audio-visual, audio-only or visual-only.
+def sample_llp_clip(rng: np.random.Generator, n_classes: int, single: int | None = None) -> ClipTruth:
+    """AVVP style clip: 1-3 classes (only class ``single`` when given), each audio-visual,
+    audio-only or visual-only.
 
     Audio-visual tracks may be visible and audible over different intervals, so the audio events and
     visual events of a video can differ, as in AVVP.
     """
     k = int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
     kinds = rng.choice(n_classes, size=k, replace=False)
+    if single is not None:
+        kinds = np.array([single])
     clip = ClipTruth("", "", "", 0, llp_offset=10 * int(rng.integers(0, 30)))
     for kind in kinds:
         mode = rng.choice(3, p=[0.5, 0.25, 0.25])  # 0 audio-visual, 1 audio only, 2 visual only
@@ -180,6 +191,7 @@ def sample_truth(size: str | WorldSize, seed: int) -> list[ClipTruth]:
     for ds, per in (("ave", size.ave_per_class), ("vggsound40k", size.vgg_per_class)):
         for split, n in zip(splits, per):
             plan += [(ds, split, c) for c in range(len(KINDS[ds])) for _ in range(n)]
+    plan += [("llp", "train", c) for c in range(len(KINDS["llp"])) for _ in range(size.llp_single_per_class)]
     for split, n in zip(splits, size.llp_clips):
         plan += [("llp", split, -1)] * n
     ids = make_ids(len(plan), seed)
@@ -191,7 +203,7 @@ def sample_truth(size: str | WorldSize, seed: int) -> list[ClipTruth]:
         rng = clip_rng(seed, ds, i)
         n_classes = len(KINDS[ds])
         if ds == "llp":
-            clip = sample_llp_clip(rng, n_classes)
+            clip = sample_llp_clip(rng, n_classes, single=None if c < 0 else c)
         else:
             clip = sample_event_clip(rng, n_classes, c)
         clip.dataset, clip.split, clip.video_id, clip.index = ds, split, vid, i
