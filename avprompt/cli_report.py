@@ -29,12 +29,21 @@ def report_command(
         "where task, data, metric and protocol match (else '—' with a footnote)."),
     metric: str = typer.Option("primary", "--metric", help="Metric to aggregate over seeds; the "
                                "floor column shows this metric's constant-predictor floor."),
+    paired: bool = typer.Option(True, "--paired/--no-paired", help="Paired differences on the "
+                                "same test videos: Δ zs (minus the branch's zero-shot method) and "
+                                "Δ dg-sct (minus dg-sct@av at the same K)."),
+    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap replicates of the 95% CI "
+                                  "(over seeds and test videos); 0: Student t over seeds only."),
 ) -> None:
-    """Aggregate seeds per (task, method, backbones, shots): mean, std, 95% CI, n, floor; list
-    failures. Marks: ↓ not above the floor, † architecture changed from the method's reference
-    values, ‡ cells with warnings (footnotes list them)."""
+    """Aggregate seeds per (task, method, backbones, shots): mean, std, 95% CI (bootstrap over
+    seeds and test videos where predictions are stored, else Student t), n, floor, paired
+    differences (* when their CI excludes 0); list failures. Marks: ↓ not above the floor,
+    † architecture changed from the method's reference values, ‡ cells with warnings
+    (footnotes list them)."""
     if format not in FORMATS:
         _fail(f"--format {format!r}: use one of {', '.join(FORMATS)}")
+    if resamples < 0:
+        _fail(f"--resamples {resamples}: give 0 (Student t only) or a positive count, e.g. 1000")
     if against is not None and against not in AGAINST:
         _fail(f"--against {against!r}: only 'paper' is available")
     if not dir.is_dir():
@@ -48,7 +57,7 @@ def report_command(
         _fail(f"no result files (*.json) under {dir}")
     try:
         df = report.to_dataframe(records)
-        summary = report.summarize(df, metric=metric)
+        summary = report.summarize(df, metric=metric, resamples=resamples, paired=paired)
         paper = report.load_paper_numbers() if against == "paper" else None
         if paper is not None:
             summary = report.add_paper_columns(summary, paper, metric)
@@ -58,7 +67,7 @@ def report_command(
             typer.echo(f"{len(failed)} failed cell(s); rerun the suite to retry them "
                        "(--format md lists them)", err=True)
         if plot is not None:
-            path = report.plot_curves(df, plot, paper=paper, metric=metric)
+            path = report.plot_curves(df, plot, paper=paper, metric=metric, summary=summary)
             typer.echo(f"wrote {path}", err=True)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))

@@ -103,6 +103,10 @@ class MethodConfig:
     epochs: int = 20
     batch_size: int = 8
     grad_clip: float = 1.0
+    # Multipliers of ``lr`` tried on validation (e.g. (1, 10, 100)); () = the reference lr only.
+    # For reference learning rates tuned on CLIP's logit scale (100) run on towers with another
+    # scale; the chosen one is recorded as a change from the reference value.
+    lr_search: tuple[float, ...] = ()
 
 
 class Method(nn.Module):
@@ -220,11 +224,25 @@ class Method(nn.Module):
             return batch[key]
         return self.encoders.encode(batch, modality)
 
-    def fit(self, train_features: dict, val_features: dict) -> dict:
+    def fit(self, train_features: dict, val_features: dict, score=None) -> dict:
         """The fitting step of ``kind`` "fit" / "fit-then-train" methods, on cached features.
 
-        ``*_features`` hold ``feat_v``/``feat_a`` ``(N, T, D)`` plus the label keys. Returns what was
-        selected (recorded in the result). Called by the engine only when ``fits``.
+        ``*_features`` hold ``feat_v``/``feat_a`` ``(N, T, D)`` plus the label keys (the engine's
+        ``_feature_set``: one row per clip, the validation rows in the order ``score`` expects).
+        Returns what was selected (recorded in the result). Called by the engine only when ``fits``.
+
+        ``score``: ``score(logits) -> float``, higher is better: the task's primary metric on the
+        validation clips (``compute_metrics(task, protocol, logits, val_records)["primary"]``, the
+        number the training loop selects epochs on), supplied by the engine when there are
+        validation clips. ``logits`` is this method's output for the whole validation set, shaped
+        as ``forward`` returns it for a batch of ``val_features`` -- ``(N, T, K)`` for segment tasks,
+        ``(N, K)`` for video tasks -- on the CPU (a float32 NumPy array, as ``loop.predict`` gives
+        the evaluator; a CPU tensor works too). A method that selects anything (a grid value, a
+        regularisation strength) should select by ``score`` of its full output (for ``av`` the fused
+        output the evaluator scores), say its tie rule, and return the selected score as
+        ``val_primary``. ``score`` may return NaN (e.g. a metric with no positive clip): rank it worst.
+        When ``score`` is None (older callers, tests) a method keeps its own rule. The engine passes
+        ``score`` only to a ``fit`` that takes it, so a plug-in's ``fit(train, val)`` keeps working.
         """
         return {}
 

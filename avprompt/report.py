@@ -2,10 +2,16 @@
 
 ``to_dataframe`` turns records into a long table (one row per cell, metrics flattened into columns);
 ``summarize`` aggregates seeds per (suite, data, protocol, task, method, backbones, shots) into mean,
-sample std, 95% confidence half-width (Student t with n-1 degrees of freedom), n, the
+sample std, a 95% interval (``ci_lo``, ``ci_hi``; ``ci95`` its larger half), n, the
 constant-predictor floor of the chosen metric and trust counts; ``failed_cells`` lists the cells
-that did not finish. ``render`` writes Markdown (own renderer, no tabulate; marks and footnotes),
-CSV or JSON; ``plot_curves`` draws metric-vs-shots curves with spread and floors.
+that did not finish. The interval is the two-level bootstrap over seeds and test videos
+(``avprompt.stats``) when every cell of the row stored its predictions (``ci_method``
+``bootstrap``), else Student t over seeds (``t``). Paired differences on the same test videos:
+``d_zs*`` the method minus its branch's zero-shot method, ``d_dgsct*`` minus DG-SCT at the same
+K (``add_paired_columns``); ``compact_table`` is the sweep's K-column table, ``paired_halfwidths``
+the paired-interval widths the results README quotes. ``render`` writes Markdown (own renderer,
+no tabulate; marks and footnotes), CSV or JSON; ``plot_curves`` draws metric-vs-shots curves with
+95% bands and floors.
 
 Floors: a record's ``metrics["floors"]`` holds the floor of each metric (``metrics["floor"]`` the
 primary's); the floor column shows the floor of the chosen metric, ``floor`` only for the primary.
@@ -24,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from avprompt import report_notes as N
+from avprompt import stats as S
 from avprompt.report_notes import (PAPER_COLUMNS, PAPER_CSV, PAPER_METHOD_ALIASES,  # noqa: F401
                                    add_paper_columns, load_paper_numbers, paper_scale)
 
@@ -32,6 +39,9 @@ KEY_COLUMNS = ["suite", "data", "protocol", "task", "method", "modality", "metho
 INFO_COLUMNS = ["status", "error", "train_s", "eval_s", "wall_s", "peak_memory_mb", "device",
                 "path", "dataset", "dataset_kind", "primary_name", "reference_changes", "warnings"]
 GROUP_COLUMNS = ["suite", "data", "protocol", "task", "method", "method_id", "backbones", "shots"]
+ZERO_SHOT, DG_SCT, PAIRED = S.ZERO_SHOT, S.DG_SCT, S.PAIRED
+add_paired_columns, pair_seeds = S.add_paired_columns, S.pair_seeds
+paired_halfwidths = S.paired_halfwidths
 _paper_method = N.paper_method
 
 
@@ -86,6 +96,7 @@ def to_dataframe(results: Iterable[dict]) -> pd.DataFrame:
             "dataset": dataset, "dataset_kind": N.dataset_kind(dataset),
             "primary_name": str(metrics.get("primary_name") or ""),
             "reference_changes": N.cell_changes(r), "warnings": N.cell_warnings(r),
+            "did_not_learn": N.cell_did_not_learn(r),
         }
         for name, value in _flatten(metrics).items():
             row[f"metric.{name}" if name in reserved else name] = value
@@ -135,7 +146,21 @@ def _unique(values) -> str:
     return vals[0] if len(vals) == 1 else ("mixed" if vals else "")
 
 
-def _aggregate(df: pd.DataFrame, metric: str, by: list[str], confidence: float) -> pd.DataFrame:
+def _engine(resamples: int | None) -> S.CellBootstrap | None:
+    return S.CellBootstrap(resamples) if resamples else None
+
+
+def _interval(g: pd.DataFrame, metric: str, engine: S.CellBootstrap | None,
+              confidence: float) -> S.Interval | None:
+    """The two-level bootstrap interval of one row's cells; None without predictions."""
+    if engine is None or "path" not in g or g["path"].isna().any() or g["protocol"].nunique() != 1:
+        return None
+    return S.seeds_interval(engine, list(g.sort_values("seed")["path"]), str(g["task"].iloc[0]),
+                            str(g["protocol"].iloc[0]), metric, confidence)
+
+
+def _aggregate(df: pd.DataFrame, metric: str, by: list[str], confidence: float,
+               engine: S.CellBootstrap | None = None) -> pd.DataFrame:
     if metric not in df.columns and not (df["status"] == "ok").any():
         df = df.assign(**{metric: math.nan})  # only failed cells: an empty summary, no error
     if metric not in df.columns:
@@ -148,14 +173,22 @@ def _aggregate(df: pd.DataFrame, metric: str, by: list[str], confidence: float) 
     for keys, g in ok.groupby(by, sort=True, dropna=False):
         vals = g[metric].to_numpy(dtype=float)
         n = len(vals)
-        std = float(np.std(vals, ddof=1)) if n > 1 else math.nan
-        ci = t_quantile(n, confidence) * std / math.sqrt(n) if n > 1 else math.nan
+        mean, std = S.seed_mean_std(vals)
+        iv = _interval(g, metric, engine, confidence)
+        if iv is not None:
+            lo, hi, how = iv.lo, iv.hi, "bootstrap"
+        else:
+            h = t_quantile(n, confidence) * std / math.sqrt(n) if n > 1 else math.nan
+            lo, hi, how = mean - h, mean + h, "t"
+        ci = max(hi - mean, mean - lo) if lo == lo else math.nan
         row = dict(zip(by, keys if isinstance(keys, tuple) else (keys,)))
-        row.update(n=n, mean=float(vals.mean()), std=std, ci95=ci)
+        row.update(n=n, mean=mean, std=std, ci95=ci, ci_lo=lo, ci_hi=hi, ci_method=how)
         floor = float(g["_floor"].mean()) if g["_floor"].notna().any() else math.nan
         row.update(floor=floor, below_floor=bool(floor == floor and row["mean"] <= floor))
         changes = [c for c in g.get("reference_changes", []) if c]
         warned = [w for w in g.get("warnings", []) if w]
+        stuck = [w for w in g.get("did_not_learn", []) if isinstance(w, str) and w]
+        row.update(did_not_learn=len(stuck))
         row.update(changed=len(changes), warned=len(warned), changes=N.group_changes(changes),
                    warning_list=N.group_warnings(warned),
                    dataset_kind=_unique(g.get("dataset_kind", [])),
@@ -163,23 +196,36 @@ def _aggregate(df: pd.DataFrame, metric: str, by: list[str], confidence: float) 
         rows.append(row)
     # the column shows when results carry floors at all ("—" for a metric without one)
     has_floor = any(c == "floor" or c.startswith("floors.") for c in df.columns)
-    cols = by + ["n", "mean", "std", "ci95"] + (["floor", "below_floor"] if has_floor else []) \
-        + ["changed", "warned", "changes", "warning_list", "dataset_kind", "primary_name"]
+    cols = by + ["n", "mean", "std", "ci95", "ci_lo", "ci_hi", "ci_method"] \
+        + (["floor", "below_floor"] if has_floor else []) \
+        + ["did_not_learn", "changed", "warned", "changes", "warning_list", "dataset_kind", "primary_name"]
     out = pd.DataFrame(rows, columns=cols)
     out["n"] = out["n"].astype(int)
-    out.attrs["metric"] = metric
+    out.attrs.update(metric=metric, confidence=confidence,
+                     resamples=engine.b if engine is not None else 0,
+                     map_resamples=engine.resamples("macro_map") if engine is not None else 0)
     return out
 
 
-def summarize(df: pd.DataFrame, metric: str = "primary", confidence: float = 0.95) -> pd.DataFrame:
-    """Per (suite, task, method, backbones, shots): n seeds, mean, std (ddof=1), ci95 half-width.
+def summarize(df: pd.DataFrame, metric: str = "primary", confidence: float = 0.95, *,
+              resamples: int = S.DEFAULT_B, paired: bool = True) -> pd.DataFrame:
+    """Per (suite, task, method, backbones, shots): n seeds, mean, std (ddof=1), a 95% interval.
 
-    Only status-ok cells count; a group with one seed has std and ci95 NaN. ``floor`` is the mean
-    constant-predictor score of ``metric`` over the cells that record it (``cell_floors``) and
-    ``below_floor`` whether the mean does not beat it; ``changed`` / ``warned`` count the cells with
-    reference changes / warnings, detailed (grouped, counted) in ``changes`` / ``warning_list``.
+    Only status-ok cells count. The interval (``ci_lo``, ``ci_hi``; ``ci95`` = its larger
+    distance from the mean) is the two-level bootstrap over seeds and test videos with
+    ``resamples`` replicates when every cell of the row has stored predictions and ``metric``
+    can be recomputed from them (``ci_method`` ``bootstrap``), else Student t over seeds (``t``;
+    NaN for one seed); ``resamples=0`` forces t. ``paired`` adds the paired differences
+    (``add_paired_columns``). ``floor`` is the mean constant-predictor score of ``metric`` over
+    the cells that record it (``cell_floors``) and ``below_floor`` whether the mean does not beat
+    it; ``changed`` / ``warned`` count the cells with reference changes / warnings, detailed
+    (grouped, counted) in ``changes`` / ``warning_list``.
     """
-    return _aggregate(df, metric, GROUP_COLUMNS, confidence)
+    engine = _engine(resamples)
+    out = _aggregate(df, metric, GROUP_COLUMNS, confidence, engine)
+    if paired and engine is not None:
+        out = add_paired_columns(out, df, engine, confidence)
+    return out
 
 
 def failed_cells(df: pd.DataFrame) -> pd.DataFrame:
@@ -218,9 +264,26 @@ def _number(value, floatfmt: str, missing: str = "—") -> str:
     return missing if value is None or value != value else format(float(value), floatfmt)
 
 
+def _interval_cell(lo, hi, floatfmt: str) -> str:
+    return "—" if lo != lo or hi != hi else f"[{format(lo, floatfmt)}, {format(hi, floatfmt)}]"
+
+
+def _true(flag) -> bool:
+    """A significance flag that is set (bool or numpy bool; None / NaN: no difference)."""
+    return flag is not None and flag == flag and bool(flag)
+
+
+def _difference_cell(value, lo, hi, sig) -> str:
+    if value != value:
+        return "—"
+    return f"{value:+.3g} [{lo:+.3g}, {hi:+.3g}]" + (" *" if _true(sig) else "")
+
+
 def _display(summary: pd.DataFrame, floatfmt: str = ".4g") -> tuple[pd.DataFrame, list[str]]:
     """The columns worth showing (suite, data and protocol only when several; method_id as
-    ``method``; ``marks`` when any row has one) and the paper footnotes ``[k]`` they cite."""
+    ``method``; the interval as ``95% CI`` [lo, hi], ``ᵗ`` on Student-t rows when rows mix
+    methods; the paired differences that exist; ``marks`` when any row has one) and the paper
+    footnotes ``[k]`` they cite."""
     cols = [c for c in ["suite", "data", "protocol", "task", "method_id", "backbones", "shots",
                         "n", "mean", "std", "ci95", "floor", "paper", "paper_source"]
             if c in summary.columns]
@@ -228,6 +291,18 @@ def _display(summary: pd.DataFrame, floatfmt: str = ".4g") -> tuple[pd.DataFrame
         if c in cols and summary[c].nunique() <= 1:
             cols.remove(c)
     out = summary[cols].rename(columns={"method_id": "method"}).copy()
+    if "ci_lo" in summary:
+        mixed = summary["ci_method"].nunique() > 1
+        out["ci95"] = [_interval_cell(lo, hi, floatfmt) + ("ᵗ" if mixed and how == "t" else "")
+                       for lo, hi, how in zip(summary["ci_lo"], summary["ci_hi"],
+                                              summary["ci_method"])]
+        out = out.rename(columns={"ci95": "95% CI"})
+        at = list(out.columns).index("95% CI") + 1
+        for col, name in PAIRED.items():
+            if col in summary and summary[col].notna().any():
+                out.insert(at, name, [_difference_cell(*v) for v in zip(
+                    summary[col], summary[f"{col}_lo"], summary[f"{col}_hi"], summary[f"{col}_sig"])])
+                at += 1
     if "floor" in out:
         out["floor"] = [_number(v, floatfmt) for v in out["floor"]]
     notes: list[str] = []
@@ -251,12 +326,11 @@ def to_markdown(summary: pd.DataFrame, failed: pd.DataFrame | None = None) -> st
     """Summary table (marks, footnotes; a failed-cells table when any) as Markdown."""
     metric = summary.attrs.get("metric", "primary")
     table, paper_notes = _display(summary)
-    parts = [f"Metric: `{metric}`; mean, std and 95% CI half-width (Student t) over seeds; "
-             "n = seeds; floor = constant-predictor score of this metric (— when unknown)."]
-    note = N.synthav_note(summary)
-    if note:
-        parts.append(note)
-    parts += ["", markdown_table(table, right=("floor", "paper"))]
+    parts = [f"Metric: `{metric}`; mean and std over seeds; n = seeds; "
+             "floor = constant-predictor score of this metric (— when unknown). "
+             + N.ci_note(summary)]
+    parts += [n for n in [N.paired_note(summary, ZERO_SHOT, DG_SCT), N.synthav_note(summary)] if n]
+    parts += ["", markdown_table(table, right=["floor", "paper", "95% CI"] + list(PAIRED.values()))]
     notes = N.footnotes(summary, metric)
     if "paper" in summary and summary["paper"].notna().any():
         notes.append(N.PAPER_NOTE)
@@ -269,6 +343,29 @@ def to_markdown(summary: pd.DataFrame, failed: pd.DataFrame | None = None) -> st
         parts += ["", f"Failed cells ({len(failed)}, retried on rerun):", "",
                   markdown_table(failed[cols].rename(columns={"method_id": "method"}))]
     return "\n".join(parts) + "\n"
+
+
+def compact_table(summary: pd.DataFrame) -> str:
+    """The sweep's table (Markdown): one row per (task, method), one column per shot count,
+    ``mean ± half-width`` of the row's 95% interval (``ci95``; bootstrap or t as ``ci_note``
+    says), ``*`` when the paired difference to the branch's zero-shot method excludes 0."""
+    if summary.empty:
+        return "(no finished cells)"
+    fmt = ".3f" if N.paper_scale(summary["mean"]) < 1 else ".1f"
+
+    def cell(r) -> str:
+        ci = "" if r["ci95"] != r["ci95"] else f" ± {format(r['ci95'], fmt)}"
+        return f"{format(r['mean'], fmt)}{ci}" + (" *" if _true(r.get("d_zs_sig")) else "")
+
+    s = summary.assign(value=[cell(r) for _, r in summary.iterrows()])
+    pivot = s.pivot_table(index=["task", "method_id"], columns="shots", values="value", aggfunc="first")
+    pivot.columns = [f"K={c}" for c in pivot.columns]
+    pivot = pivot.reset_index().rename(columns={"method_id": "method"}).fillna("")
+    lines = [f"`{summary.attrs.get('metric', 'primary')}`, mean ± 95% CI half-width over up to "
+             f"{int(summary['n'].max())} seed(s). {N.ci_note(summary)}"]
+    if "d_zs_sig" in summary and any(_true(v) for v in summary["d_zs_sig"]):
+        lines.append("* the paired difference to the branch's zero-shot method excludes 0.")
+    return "\n".join(lines) + "\n\n" + markdown_table(pivot, right=pivot.columns[2:])
 
 
 def _records(df: pd.DataFrame) -> list[dict]:
@@ -291,6 +388,8 @@ def render(summary: pd.DataFrame, failed: pd.DataFrame | None = None, fmt: str =
     if fmt == "json":
         out = {"metric": summary.attrs.get("metric", "primary"),
                "notes": [n for n in [N.synthav_note(summary)] if n],
+               "intervals": [n for n in [N.ci_note(summary),
+                                         N.paired_note(summary, ZERO_SHOT, DG_SCT)] if n],
                "summary": _records(summary),
                "failed": _records(failed if failed is not None else pd.DataFrame())}
         return json.dumps(out, indent=2) + "\n"
@@ -304,10 +403,15 @@ def shot_position(shots: int) -> float:
 
 
 def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | None = None,
-                paper: pd.DataFrame | None = None, metric: str = "primary") -> Path:
+                paper: pd.DataFrame | None = None, metric: str = "primary",
+                summary: pd.DataFrame | None = None, resamples: int = S.DEFAULT_B) -> Path:
     """Metric-vs-shots curves, one panel per task, one line per (method, backbones).
 
-    Shaded band: mean ± std over seeds. Dashed grey line: the task's constant-predictor floor of
+    Shaded band (error bar for a lone point): the row's 95% interval, the two-level bootstrap
+    over seeds and test videos where predictions are stored, else Student t over seeds (none
+    for one seed without predictions); the panel title gives the seeds per point. ``summary``:
+    a ``summarize`` result to reuse (its intervals, no second bootstrap), else one is made with
+    ``resamples`` replicates. Dashed grey line: the task's constant-predictor floor of
     ``metric`` (``floors`` or the mean of the cells' floors, ``cell_floors``). Hollow diamonds:
     paper numbers for the plotted rows, paired like with like (``add_paper_columns``). A store
     holding several data or protocols gets one line per (method, backbones, data, protocol).
@@ -317,8 +421,13 @@ def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | N
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    summ = _aggregate(df, metric, ["data", "protocol", "task", "method_id", "backbones", "shots"],
-                      0.95)
+    if summary is not None:
+        summ = summary.drop(columns=[c for c in ("paper", "paper_source", "paper_note")
+                                     if c in summary])
+        metric = summary.attrs.get("metric", metric)
+    else:
+        summ = _aggregate(df, metric, ["data", "protocol", "task", "method_id", "backbones",
+                                       "shots"], 0.95, _engine(resamples))
     if summ.empty:
         raise ValueError(f"no finished results with metric {metric!r} to plot")
     if floors is None and "floor" in summ.columns:
@@ -352,7 +461,8 @@ def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | N
             if g.empty:
                 continue
             x = [shot_position(int(s)) for s in g["shots"]]
-            m, s = g["mean"].to_numpy(), np.nan_to_num(g["std"].to_numpy())
+            m = g["mean"].to_numpy()
+            lo, hi = g["ci_lo"].to_numpy(dtype=float), g["ci_hi"].to_numpy(dtype=float)
             extra = [str(v) for c, v in zip(("backbones", "data", "protocol"), (bb, data, protocol))
                      if c in several]
             label = f"{method_id} ({', '.join(extra)})" if extra else method_id
@@ -360,9 +470,10 @@ def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | N
             (h,) = ax.plot(x, m, marker="o", ms=3.5, lw=1.4, ls=ls, color=color[method_id], label=label)
             legend.setdefault(label, h)
             if len(x) > 1:
-                ax.fill_between(x, m - s, m + s, color=color[method_id], alpha=0.15, lw=0)
-            else:  # a lone point has no band to shade: show its spread as an error bar
-                ax.errorbar(x, m, yerr=s, color=color[method_id], capsize=3, lw=1)
+                ax.fill_between(x, lo, hi, color=color[method_id], alpha=0.15, lw=0)
+            elif lo[0] == lo[0]:  # a lone point has no band to shade: an error bar
+                err = np.maximum(0, np.array([m - lo, hi - m]))
+                ax.errorbar(x, m, yerr=err, color=color[method_id], capsize=3, lw=1)
             if paper is not None and g["paper"].notna().any():
                 q = g[g["paper"].notna()]
                 ax.scatter([shot_position(int(k)) for k in q["shots"]], q["paper"], marker="D",
@@ -371,7 +482,7 @@ def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | N
             legend.setdefault("constant predictor",
                               ax.axhline(floors[task], ls="--", color="0.45", lw=1, label="constant predictor"))
         ax.set_xticks([shot_position(k) for k in ticks], [str(k) for k in ticks])
-        ax.set_title(task)
+        ax.set_title(f"{task} (95% CI; {N.seeds_title(t)})")
         ax.set_xlabel("shots per class (0 = zero-shot)")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

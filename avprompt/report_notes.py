@@ -11,6 +11,9 @@ Trust marks, per summary row (one method x task x shots, seeds aggregated): ``�
 the constant-predictor floor of the chosen metric; ``†`` some cells changed the method's
 architecture from its reference values (records' ``reference_changes``); ``‡`` some cells recorded
 warnings (records' ``warnings``, older records ``extra.warnings``).
+
+Intervals: ``ci_note`` says how a summary's 95% intervals were made (bootstrap or Student t, on
+which rows), ``paired_note`` what its Δ columns compare, ``seeds_title`` the curves' seed counts.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ PAPER_METHOD_ALIASES = {"zeroshot@v": "zeroshot-clip", "zeroshot@a": "zeroshot-c
 #: The real dataset each task is read from (avprompt.engine.workspace.TASK_DATASET, no torch).
 TASK_DATASET = {"ave": "ave", "ave-cls": "ave", "llp-cls": "llp", "vggsound40k": "vggsound40k",
                 "vggsound": "vggsound"}
-MARK_FLOOR, MARK_CHANGED, MARK_WARNED = "↓", "†", "‡"
+MARK_FLOOR, MARK_CHANGED, MARK_WARNED, MARK_STUCK = "↓", "†", "‡", "○"
 MAX_LISTED = 8  # distinct warnings listed in a footnote before "and N more"
 
 
@@ -151,6 +154,58 @@ PAPER_NOTE = ("Paper: DG-SCT (arXiv 2311.05152), real CLIP ViT-B/32 + CLAP HTS-A
               "dataset, metric and protocol match ours.")
 
 
+# ----- intervals and paired differences -----------------------------------------------------------
+def ci_note(summary: pd.DataFrame) -> str:
+    """How the summary's 95% intervals were made (bootstrap, Student t, or both, which rows)."""
+    how = summary["ci_method"] if "ci_method" in summary else pd.Series(["t"] * len(summary))
+    b = int(summary.attrs.get("resamples", 0) or 0)
+    b_map = int(summary.attrs.get("map_resamples", b) or b)
+    has_map = summary.attrs.get("metric") == "macro_map" or (
+        summary.attrs.get("metric") == "primary"
+        and (summary.get("primary_name", pd.Series(dtype=str)) == "macro_map").any())
+    reps = f"{b} replicates" + (f", {b_map} for macro mAP" if b_map != b and has_map else "")
+    boot = (f"95% CI: two-level bootstrap ({reps}; each draws the seeds with replacement "
+            "and one resample of the test videos, shared by the seeds scored on the same test "
+            "set; percentile interval)")
+    t = "95% CI: Student t over seeds (mean ± t·std/√n; — for one seed)"
+    n_t = int((how == "t").sum())
+    if n_t == 0 and len(how):
+        return boot + "."
+    if n_t == len(how):
+        why = "no stored predictions" if b else "bootstrap off"
+        return f"{t}; {why}."
+    return (f"{boot}; Student t over seeds on the {n_t} row(s) marked ᵗ (cells without stored "
+            "predictions, or a metric not recomputable from them).")
+
+
+def paired_note(summary: pd.DataFrame, zero_shot: dict[str, str], dg_sct: str) -> str | None:
+    """What the Δ columns are (None when the summary shows none)."""
+    shown = [c for c in ("d_zs", "d_dgsct") if c in summary and summary[c].notna().any()]
+    if not shown:
+        return None
+    parts = []
+    if "d_zs" in shown:
+        refs = ", ".join(f"{b}: {m}" for b, m in zero_shot.items())
+        parts.append(f"Δ zs = the method minus its branch's zero-shot method ({refs}; K=0, one "
+                     "cell, paired with every seed)")
+    if "d_dgsct" in shown:
+        parts.append(f"Δ dg-sct = the method minus {dg_sct} at the same K, seeds matched by number")
+    return ("; ".join(parts) + ". Paired on the same test videos (matched by clip id; one video "
+            "resample applied to both), mean over seeds [two-level bootstrap 95% CI]; * = the "
+            "interval excludes 0.")
+
+
+def seeds_title(rows: pd.DataFrame) -> str:
+    """``n = 3 seeds per point`` (``1–3`` when they differ), zero-shot counted apart."""
+    def span(ns):
+        ns = sorted({int(v) for v in ns})
+        return f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    k, z = rows.loc[rows["shots"] > 0, "n"], rows.loc[rows["shots"] == 0, "n"]
+    main = span(k if len(k) else z)
+    out = f"n = {main} seed{'s' * (main != '1')} per point"
+    return out + (f", K=0: {span(z)}" if len(k) and len(z) and span(z) != main else "")
+
+
 # ----- trust marks --------------------------------------------------------------------------------
 def cell_changes(record: dict) -> list[dict]:
     """A record's changes from the method's reference values (list of {field, reference, used,
@@ -159,6 +214,11 @@ def cell_changes(record: dict) -> list[dict]:
     if out is None:
         out = (record.get("extra") or {}).get("reference_changes")
     return [c for c in (out or []) if isinstance(c, dict)]
+
+
+def cell_did_not_learn(record: dict) -> str:
+    """The record's "did not learn" reason ("" when its selected state is a trained one)."""
+    return str((record.get("extra") or {}).get("did_not_learn") or "")
 
 
 def cell_warnings(record: dict) -> list[str]:
@@ -200,6 +260,8 @@ def row_marks(row) -> str:
     marks = []
     if bool(getattr(row, "below_floor", False)):
         marks.append(MARK_FLOOR)
+    if int(getattr(row, "did_not_learn", 0) or 0):
+        marks.append(MARK_STUCK)
     if int(getattr(row, "changed", 0) or 0):
         marks.append(MARK_CHANGED)
     if int(getattr(row, "warned", 0) or 0):
@@ -258,6 +320,12 @@ def footnotes(summary: pd.DataFrame, metric: str) -> list[str]:
     if "below_floor" in summary and summary["below_floor"].fillna(False).astype(bool).any():
         out.append(f"{MARK_FLOOR} mean at or below the constant-predictor floor of `{metric}` "
                    "(always predicting one class scores as much).")
+    if "did_not_learn" in summary and summary["did_not_learn"].sum():
+        rows = [f"{r.method_id} {_where(r)} {int(r.did_not_learn)}/{r.n}" for r in summary.itertuples()
+                if r.did_not_learn]
+        out.append(f"{MARK_STUCK} did not learn: the initial state (before any update) scored best on "
+                   f"validation in {_cells(int(summary['did_not_learn'].sum()))} "
+                   f"({', '.join(rows[:12])}{', ...' if len(rows) > 12 else ''}).")
     if "changed" in summary and summary["changed"].sum():
         out.append(_changes_block(summary))
     if "warned" in summary and summary["warned"].sum():

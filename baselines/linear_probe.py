@@ -7,6 +7,16 @@ chosen on the validation features from a log-spaced grid (1e-3 .. 1e3); the prob
 training features with that C is kept. The coefficients are stored as torch buffers, so the forward
 pass is torch and the state dict round-trips.
 
+Selecting C. With the engine's ``score`` (the task's primary metric on validation, higher is
+better; ``avprompt.method.Method.fit``), each C's probe is rated by ``score`` of its forward output
+on the validation features -- exactly what the evaluator scores: (N, T, K) segment logits with the
+background column for segment tasks, the mean over segments for video tasks, absent classes at
+-1e4 -- and the best wins. Ties go to the larger C (the less regularised probe), the counterpart of
+the training loop's "ties go to the later epoch" (prefer the model fitted further to the shots).
+A NaN score counts as the worst. ``fit`` returns ``C`` and ``val_primary``. Without ``score``
+(plug-in callers, tests) the old rule stands: primary-label accuracy of the fitted samples, the
+first (smallest) best C (``val_accuracy``).
+
 Samples: segment-level tasks fit one sample per labelled segment (background is a class);
 video-level tasks fit the mean of each video's normalised segment embeddings. The probe is linear,
 so the mean of its segment logits (what video tasks score) equals its logits of that mean.
@@ -17,8 +27,10 @@ grid), but entirely inside ``fit``; the engine's gradient-descent loop never run
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -107,23 +119,41 @@ class LinearProbe(Method):
         self.intercept.copy_(bias)
 
     @torch.no_grad()
-    def fit(self, train_features: dict, val_features: dict | None) -> dict:
-        """Fit on ``train_features``; choose C by validation accuracy (first best on ties).
+    def fit(self, train_features: dict, val_features: dict | None, score: Callable | None = None) -> dict:
+        """Fit on ``train_features``; choose C on ``val_features``.
 
-        Returns ``{"C": ..., "val_accuracy": ..., "train_samples": ...}``.
+        With ``score``: by ``score`` of the probe's forward output on the validation features, ties
+        to the larger C; returns ``{"C", "val_primary", "train_samples"}``. Without: by validation
+        accuracy, first (smallest) best C; returns ``{"C", "val_accuracy", "train_samples"}``.
         """
         x, y = self.samples(train_features)
         present = np.unique(y)
         if len(present) == 0:
             raise ValueError(f"{self.key}: the training features hold no labelled sample")
+        have_val = bool(val_features) and all("feat_" + m in val_features for m in self.modalities)
+        scored = score is not None and have_val and len(val_features["feat_" + self.modalities[0]]) > 0
         if len(present) == 1:  # scikit-learn needs two classes: predict the only one seen
             self.coef.zero_()
             self.intercept.fill_(ABSENT_CLASS_LOGIT)
             self.intercept[int(present[0])] = 0.0
-            return {"C": None, "train_samples": int(len(y)), "note": "one class in the training features"}
+            out = {"C": None, "train_samples": int(len(y)), "note": "one class in the training features"}
+            if scored:
+                out["val_primary"] = float(score(self._val_output(val_features)))
+            return out
         grid = [float(c) for c in self.config.c_grid]
         out = {"train_samples": int(len(y))}
-        if val_features and all("feat_" + m in val_features for m in self.modalities):
+        if scored:
+            best = None  # (rank key, score, C, model)
+            for c in grid:
+                lr = self._train(x, y, c)
+                self._set(lr)
+                s = float(score(self._val_output(val_features)))
+                key = -math.inf if math.isnan(s) else s
+                if best is None or key > best[0] or (key == best[0] and c > best[2]):
+                    best = (key, s, c, lr)
+            out.update(C=best[2], val_primary=best[1])
+            self._set(best[3])
+        elif have_val:
             xv, yv = self.samples(val_features)
             best = None
             for c in grid:
@@ -137,3 +167,8 @@ class LinearProbe(Method):
             out.update(C=float(self.config.c))
             self._set(self._train(x, y, float(self.config.c)))
         return out
+
+    def _val_output(self, features: dict):
+        """``forward`` on the validation features, as a CPU float32 array (what ``score`` reads)."""
+        batch = {"feat_" + m: features["feat_" + m].to(self.coef.device) for m in self.modalities}
+        return self(batch).float().cpu().numpy()

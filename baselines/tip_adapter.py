@@ -14,20 +14,45 @@ video-level tasks store one key per video, the normalised mean of its segment em
 reference averages 10 augmented views per shot; features here come from the frozen-feature cache
 (one un-augmented view).
 
-``fit(train, val)`` builds the cache from the training features and grid-searches alpha and beta
-on the validation features (never the test split), per branch, on the reference's grid (beta in
-[0.1, 12), 200 steps; alpha in [0.1, 5), 20 steps). Before ``fit`` the cache holds one key per
-class, its text feature, so an unfitted model is well defined.
+``fit(train, val, score)`` builds the cache from the training features and grid-searches alpha and
+beta on the validation features (never the test split) on the reference's grid (beta in [0.1, 12),
+200 steps; alpha in [0.1, 5), 20 steps). Before ``fit`` the cache holds one key per class, its text
+feature, so an unfitted model is well defined.
+
+Selection. With the engine's ``score`` (the task's primary metric on validation, higher is better;
+``avprompt.method.Method.fit``), every candidate is rated by ``score`` of the method's whole forward
+output on the validation features -- for ``av`` the late-fused output the evaluator scores, for
+video tasks the mean over segments. One search is the default (the configured ``alpha``/``beta``,
+the reference's init values) followed by the grid in the reference's order (beta outer, alpha
+inner); a candidate replaces the best only when it scores strictly higher, so the default wins
+when it ties the best and otherwise the first best in grid order wins (a NaN score counts as the
+worst). ``av`` has a pair per branch; the joint grid (4001**2 = 16M scored outputs: hours even for
+AVE's ~1 ms primary metric) is out of reach, so it is searched coordinate-wise: (1) each branch
+alone (its own output, scored by ``score``); that start is kept when its fused output scores
+higher than every branch at the default, else the defaults are the start; (2) rounds on the fused
+output: branch v's pair re-searched with a's held fixed, then a's with v's held fixed, ...; this
+stops when a search changes nothing after both were searched (each branch is the best given the
+other) or after ``search_passes`` rounds (default 2). At most 6 searches of 4001 outputs; the fused
+score never decreases in (2) and never ends below the all-default one. Coordinate ascent can stop
+at a local optimum of the joint grid. ``fit`` returns the selected pairs, ``val_primary`` (the
+score of the selected model's output), ``val_primary_default`` (every branch at the default),
+``val_primary_per_branch`` (av: the per-branch start), ``search_rounds`` (the searches on the
+final output) and ``search_evaluations`` (calls of ``score``).
+
+Without ``score`` (plug-in callers, tests) the old rule stands: each branch alone, on primary-label
+accuracy, first best wins (``val_accuracy_{m}``).
 
 Tip-Adapter-F makes the keys a learnable ``Linear`` initialised from the cache and trains it with
 AdamW (lr 1e-3, eps 1e-4) for 20 epochs with a cosine schedule. The reference searches alpha/beta
-again after fine-tuning and keeps the best test epoch; here both are chosen once, on validation
-features before fine-tuning, and the last epoch is evaluated.
+again after fine-tuning and keeps the best test epoch; here both are chosen once, by ``fit``'s
+search on the validation features before fine-tuning (the same selection rule as Tip-Adapter), and
+the engine's loop then selects the epoch on the validation primary metric like every trained method.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +60,9 @@ from torch import nn
 
 from avprompt.method_bases import ZeroShotBase, ZeroShotConfig
 from avprompt.registry import register_method
+
+#: Memory for the per-beta cache terms kept across the av coordinate searches (else recomputed).
+CACHE_MEMO_BYTES = 2**30
 
 
 @dataclass
@@ -46,6 +74,7 @@ class TipAdapterConfig(ZeroShotConfig):
     search_beta_steps: int = 200
     search_alpha_max: float = 5.0
     search_alpha_steps: int = 20
+    search_passes: int = 2  # av with a score: at most this many coordinate-wise rounds over the branches
     text_logit_scale: float = 0.0  # 0: the tower's logit scale; > 0: this constant (reference: 100)
 
 
@@ -149,11 +178,15 @@ class TipAdapter(ZeroShotBase):
 
     # ----- fitting ---------------------------------------------------------------------------
     @torch.no_grad()
-    def fit(self, train_features: dict, val_features: dict | None) -> dict:
+    def fit(self, train_features: dict, val_features: dict | None,
+            score: Callable | None = None) -> dict:
         """Build the cache from ``train_features``; search alpha/beta on ``val_features``.
 
-        Both dicts hold ``feat_v``/``feat_a`` (N, T, D) and the task's label keys. Returns the
-        selected values per branch (``alpha_v``, ``beta_v``, ``cache_size_v``, ``val_accuracy_v``).
+        Both dicts hold ``feat_v``/``feat_a`` (N, T, D) and the task's label keys. With ``score``
+        (see the module docstring) the search rates the method's full (fused) forward output and
+        returns ``val_primary``, ``val_primary_default``, ``search_evaluations`` and
+        ``search_rounds``; without it, each branch is searched alone on primary-label accuracy
+        (``val_accuracy_{m}``). Always returns ``alpha_{m}``, ``beta_{m}``, ``cache_size_{m}``.
         """
         out: dict = {}
         k = self.task.num_outputs
@@ -163,20 +196,127 @@ class TipAdapter(ZeroShotBase):
                 raise ValueError(f"{self.key}: the training features hold no labelled sample for the cache")
             self.set_cache(m, x, F.one_hot(y, k).float())
             out[f"cache_size_{m}"] = int(len(y))
-            if self.config.search and val_features and ("feat_" + m) in val_features:
-                a, b, acc = self._search(val_features, m)
-                getattr(self, f"alpha_{m}").fill_(a)
-                getattr(self, f"beta_{m}").fill_(b)
-                out[f"val_accuracy_{m}"] = acc
+        scored = score is not None and _has_rows(val_features, self.modalities)
+        if scored and self.config.search:
+            out.update(self._search_scored(val_features, score))
+        elif scored:
+            out["val_primary"] = float(score(self._output(
+                [self.branch_logits(val_features["feat_" + m].to(self._device), m) for m in self.modalities])))
+        elif self.config.search and val_features:
+            for m in self.modalities:
+                if ("feat_" + m) in val_features:
+                    a, b, acc = self._search(val_features, m)
+                    getattr(self, f"alpha_{m}").fill_(a)
+                    getattr(self, f"beta_{m}").fill_(b)
+                    out[f"val_accuracy_{m}"] = acc
+        for m in self.modalities:
             out[f"alpha_{m}"] = float(getattr(self, f"alpha_{m}"))
             out[f"beta_{m}"] = float(getattr(self, f"beta_{m}"))
         return out
 
-    def _search(self, val: dict, m: str) -> tuple[float, float, float]:
-        """The reference grid; the first best (beta, alpha) wins, as in the reference."""
+    @property
+    def _device(self) -> torch.device:
+        return getattr(self, f"values_{self.modalities[0]}").device
+
+    def grid(self) -> tuple[list[float], list[float]]:
+        """The reference's (betas, alphas) search grid."""
         c = self.config
         betas = [i * (c.search_beta_max - 0.1) / c.search_beta_steps + 0.1 for i in range(c.search_beta_steps)]
         alphas = [i * (c.search_alpha_max - 0.1) / c.search_alpha_steps + 0.1 for i in range(c.search_alpha_steps)]
+        return betas, alphas
+
+    def _output(self, branch_logits: list[torch.Tensor]):
+        """What ``forward`` returns for these per-branch (N, T, K) logits, as a CPU float32 array."""
+        seg = torch.stack(branch_logits).mean(0)
+        if self.task.level != "segment":
+            seg = seg.mean(dim=1)
+        return seg.float().cpu().numpy()
+
+    def _search_scored(self, val: dict, score: Callable) -> dict:
+        """Every branch's (alpha, beta) on ``score`` of the method's output (module docstring)."""
+        c, mods = self.config, self.modalities
+        betas, alphas = self.grid()
+        default = (float(c.alpha), float(c.beta))
+        parts = {}  # per branch: (text logits, 1 - affinity, values) on the validation features
+        for m in mods:
+            f = F.normalize(val["feat_" + m].float().to(self._device), dim=-1)
+            parts[m] = (getattr(self, f"scale_{m}") * f @ getattr(self, f"text_{m}").T,
+                        1.0 - self.cache_keys[m](f), getattr(self, f"values_{m}"))
+        evaluations, first = 0, []
+        # av searches each branch 2-3 times: keep every beta's cache term (the costly part: an exp
+        # over validation segments x keys) when they fit in CACHE_MEMO_BYTES
+        n_betas = len(betas) + 1
+        memo = ({m: {} for m in mods} if len(mods) > 1 and sum(
+            n_betas * parts[m][0].numel() * 4 for m in mods) <= CACHE_MEMO_BYTES else None)
+
+        def cache_term(m, beta):
+            if memo is not None and beta in memo[m]:
+                return memo[m][beta]
+            cache = torch.exp(-beta * parts[m][1]) @ parts[m][2]
+            if memo is not None:
+                memo[m][beta] = cache
+            return cache
+
+        def logits(m, alpha, beta, cache=None):
+            return parts[m][0] + alpha * (cache_term(m, beta) if cache is None else cache)
+
+        def rate(branch_logits: list) -> tuple[float, float]:
+            """(rank key, score) of the output these branch logits make; NaN ranks worst."""
+            nonlocal evaluations
+            evaluations += 1
+            s = float(score(self._output(branch_logits)))
+            first[:] = first or [s]  # the first output rated has every branch at the default
+            return (-math.inf if math.isnan(s) else s), s
+
+        def search(m, fixed: dict) -> tuple[float, float, float, float]:
+            """Branch m's best (key, score, alpha, beta) with the branches in ``fixed`` held at their
+            logits (``{}``: branch m alone). The default first, then the grid; strictly better wins."""
+            best = None
+            for beta, alpha_list in [(default[1], [default[0]])] + [(b, alphas) for b in betas]:
+                cache = cache_term(m, beta)
+                for alpha in alpha_list:
+                    key, s = rate([logits(m, alpha, beta, cache) if o == m else fixed[o]
+                                   for o in mods if o == m or o in fixed])
+                    if best is None or key > best[0]:
+                        best = (key, s, alpha, beta)
+            return best
+
+        out = {}
+        if len(mods) == 1:
+            best = search(mods[0], {})
+            current = {mods[0]: best[2:]}
+            out.update(val_primary=best[1], search_rounds=1)
+        else:
+            # 1. the fused output with every branch at the default
+            default_key, _ = rate([logits(m, *default) for m in mods])
+            # 2. each branch alone; kept as the start only if its fused output beats the defaults
+            alone = {m: search(m, {})[2:] for m in mods}
+            alone_key, out["val_primary_per_branch"] = rate([logits(m, *alone[m]) for m in mods])
+            current = alone if alone_key > default_key else {m: default for m in mods}
+            # 3. coordinate-wise rounds on the fused output, the other branches held fixed
+            searches, unchanged_run, searched = 0, 0, set()
+            for m in [m for _ in range(max(1, int(c.search_passes))) for m in mods]:  # v, a, v, a
+                best = search(m, {o: logits(o, *current[o]) for o in mods if o != m})
+                changed = best[2:] != current[m]
+                current[m] = best[2:]
+                searches += 1
+                searched.add(m)
+                unchanged_run = 0 if changed else unchanged_run + 1
+                # converged: each branch is the best given the others' current pairs
+                if len(searched) == len(mods) and unchanged_run >= len(mods) - 1:
+                    break
+            out.update(val_primary=best[1], search_rounds=searches)
+        for m in mods:
+            getattr(self, f"alpha_{m}").fill_(current[m][0])
+            getattr(self, f"beta_{m}").fill_(current[m][1])
+        out.update(val_primary_default=first[0], search_evaluations=evaluations)
+        return out
+
+    def _search(self, val: dict, m: str) -> tuple[float, float, float]:
+        """Without a score: the reference grid on branch m's accuracy; the first best (beta, alpha)
+        wins, as in the reference."""
+        c = self.config
+        betas, alphas = self.grid()
         dev = getattr(self, f"values_{m}").device
         f = F.normalize(val["feat_" + m].float().to(dev), dim=-1)
         clip = getattr(self, f"scale_{m}") * f @ getattr(self, f"text_{m}").T
@@ -190,6 +330,12 @@ class TipAdapter(ZeroShotBase):
                 if acc > best[0]:
                     best = (acc, alpha, beta)
         return best[1], best[2], best[0]
+
+
+def _has_rows(features: dict | None, modalities) -> bool:
+    """Whether ``features`` hold every branch's embeddings for at least one clip."""
+    return bool(features) and all(("feat_" + m) in features and len(features["feat_" + m]) > 0
+                                  for m in modalities)
 
 
 @register_method("tip-adapter-f")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from avprompt.cli import app
 
-TINY = ["--data", "synthav", "--backbones", "tiny", "--tasks", "ave-cls"]
+TINY = ["--data", "synthav", "--backbones", "tiny", "--tasks", "ave-cls", "--seeds", "1"]
 
 
 def _bench_env(tiny_world):
@@ -114,7 +114,7 @@ def test_ray_executor_runs_cells_on_a_local_instance(tiny_world, tmp_path, monke
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"AVPROMPT_CACHE": os.environ["AVPROMPT_CACHE"], "OMP_NUM_THREADS": "1"}})
     try:
-        cfg = BenchConfig(shots=[1, 2], tasks=["ave-cls"], methods="linear-probe", modality="v",
+        cfg = BenchConfig(shots=[1, 2], seeds=[1], tasks=["ave-cls"], methods="linear-probe", modality="v",
                           backbones="tiny", synth_size="tiny", out=str(tmp_path / "res"), executor="ray")
         outcome = run_bench(cfg, echo=lambda *_: None)
     finally:

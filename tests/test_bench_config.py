@@ -84,5 +84,14 @@ def test_zero_shot_methods_run_once_per_task_and_modality_rules():
     assert [(c.shots, c.seed) for c in zs] == [(0, 1)]
     assert {c.modality for c in cells if c.method == "coop"} == {"v", "a", "av"}  # cached: every branch
     assert {c.modality for c in cells if c.method == "dg-sct"} == {"av"}
-    assert len([c for c in cells if c.method == "dg-sct"]) == 4
+    # in-network methods run on seeds_in_network (default: seed 1), cached ones on every seed
+    assert sorted((c.shots, c.seed) for c in cells if c.method == "dg-sct") == [(1, 1), (2, 1)]
+    assert {c.seed for c in cells if c.method == "coop"} == {1, 2}
     assert cells[-1].method == "dg-sct"  # in-network cells run after the cheap ones
+    import dataclasses
+    every = plan_cells(dataclasses.replace(cfg, seeds_in_network=None))
+    assert len([c for c in every if c.method == "dg-sct"]) == 4
+    # on the embedded world CoCoOp (cached features, in-network cost) gets the reduced seeds too
+    cocoop = plan_cells(dataclasses.replace(cfg, methods="cocoop"))
+    assert {c.seed for c in cocoop} == {1}
+    assert {c.seed for c in plan_cells(dataclasses.replace(cfg, methods="cocoop", data="/x"))} == {1, 2}

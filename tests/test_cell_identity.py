@@ -130,15 +130,15 @@ def test_every_identity_field_makes_a_cell_stale(tmp_path, field, new):
 
 
 def test_store_that_fills_up_keeps_finished_cells(world, tmp_path, monkeypatch):
-    """The third record write fails with ENOSPC: one-line error, earlier records intact, no temp or
-    claim files left, and a rerun resumes."""
+    """The third cell's write fails with ENOSPC (each cell fsyncs its predictions, then its record):
+    one-line error, earlier records intact, no temp or claim files left, and a rerun resumes."""
     import errno
     cfg = _cfg(world, tmp_path / "o", shots=[1, 2, 4])
     real, calls = os.fsync, {"n": 0}
 
     def fsync(fd):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 5:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(fd)
     monkeypatch.setattr(R.os, "fsync", fsync)
@@ -163,7 +163,7 @@ def test_two_concurrent_sweeps_compute_each_cell_once(world, tmp_path):
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "avprompt.cli", "bench", "--data", str(world), "--backbones", "tiny",
            "--tasks", "ave-cls", "--methods", "zeroshot-clip,linear-probe", "--modality", "v",
-           "--shots", "1,2,4,8", "--out", str(out)]
+           "--shots", "1,2,4,8", "--seeds", "1", "--out", str(out)]
     env = {**os.environ, "AVPROMPT_SYNTH_SIZE": "tiny", "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]

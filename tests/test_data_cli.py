@@ -41,7 +41,7 @@ def test_sweep_on_a_manifest_of_own_videos(tiny_world, tmp_path, monkeypatch):
     out = tmp_path / "res"
     r = CliRunner().invoke(app, ["bench", "--data", f"manifest:{man}", "--backbones", "tiny", "--tasks", "ave,ave-cls",
                                  "--methods", "zeroshot-clip,linear-probe", "--modality", "v", "--shots", "1",
-                                 "--out", str(out)])
+                                 "--seeds", "1", "--out", str(out)])
     assert r.exit_code == 0, r.output
     recs = [json.loads(p.read_text()) for p in out.rglob("seed*.json")]
     assert len(recs) == 4 and all(x["status"] == "ok" for x in recs)

@@ -88,3 +88,18 @@ def test_constant_floors_keeps_its_old_shape_and_takes_records():
             metric_floors("llp-cls", p, LLP)
     one = constant_floors(index, "llp-cls", protocol="reference", records=LLP[:2])
     assert list(one) == ["reference"] and one["reference"]["reference_acc"] == pytest.approx(100)
+
+
+def test_macro_map_equals_sklearn_with_ties():
+    import numpy as np
+    from sklearn.metrics import average_precision_score
+
+    from avprompt.data.metrics import macro_map, multi_hot
+    rng = np.random.default_rng(0)
+    for trial in range(50):
+        n, k = int(rng.integers(3, 40)), int(rng.integers(2, 6))
+        scores = rng.integers(0, 4, size=(n, k)).astype(float) if trial % 2 else rng.normal(size=(n, k))
+        labels = [sorted(set(rng.integers(0, k, size=int(rng.integers(1, 3))).tolist())) for _ in range(n)]
+        y = multi_hot(labels, k)
+        expected = np.mean([average_precision_score(y[:, c], scores[:, c]) for c in range(k) if y[:, c].any()]) * 100
+        assert abs(macro_map(scores, labels) - expected) < 1e-9

@@ -198,3 +198,16 @@ def test_cli_errors_are_one_line(tmp_path):
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and words in res.output, args
         assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_did_not_learn_rows_are_marked_and_named(tmp_path):
+    root = tmp_path / "results"
+    for seed, stuck in ((1, True), (2, False)):
+        key = R.CellKey("fewshot", "ave", "coop", "bb", 4, seed, "v")
+        extra = {**REAL, **({"did_not_learn": "the initial state scored best (40.0)"} if stuck else {})}
+        R.write_result(root, R.build_result(key, "ok", {"primary": 0.4, "primary_name": "segment_acc"}, {}, extra,
+                                            with_git=False))
+    summary = P.summarize(P.to_dataframe(R.load_results(root)), resamples=0)
+    assert summary["did_not_learn"].tolist() == [1]
+    text = P.to_markdown(summary)
+    assert "○" in text and "did not learn" in text and "coop@v ave 4-shot 1/2" in text

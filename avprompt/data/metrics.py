@@ -54,13 +54,19 @@ def multi_hot(video_labels: list[list[int]], num_classes: int) -> np.ndarray:
 
 
 def macro_map(scores: np.ndarray, video_labels: list[list[int]]) -> float:
-    """Mean over classes with >= 1 positive of sklearn's average precision (percent)."""
-    from sklearn.metrics import average_precision_score
-
+    """Mean over classes with >= 1 positive of the average precision (percent), exactly as
+    sklearn's ``average_precision_score`` computes it (one threshold per distinct score), in
+    numpy: model selection scores it thousands of times per cell."""
     scores = np.asarray(scores, dtype=np.float64)
-    y = multi_hot(video_labels, scores.shape[1])
-    aps = [average_precision_score(y[:, k], scores[:, k])
-           for k in range(y.shape[1]) if y[:, k].any()]
+    y = multi_hot(video_labels, scores.shape[1]).astype(bool)
+    aps = []
+    for k in np.flatnonzero(y.any(0)):
+        order = np.argsort(scores[:, k], kind="mergesort")[::-1]
+        s, t = scores[order, k], y[order, k]
+        last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last row of each distinct score
+        tps = np.cumsum(t)[last]
+        precision, recall = tps / (last + 1), tps / tps[-1]
+        aps.append(np.sum(np.diff(np.r_[0.0, recall]) * precision))
     return float(np.mean(aps) * 100) if aps else float("nan")
 
 

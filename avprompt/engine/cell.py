@@ -108,8 +108,13 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
         transfer = load_transferable(method, checkpoint["state"]) if checkpoint else None
         fitted = {}
         if cls.fits and train:
+            fit_kwargs = {}
+            if val and fit_takes_score(method):
+                # hyper-parameters chosen on the task's primary metric of the method's own
+                # (fused) output on validation, as every trained method's epoch is
+                fit_kwargs["score"] = lambda logits: compute_metrics(plan.task, plan.protocol, logits, val)["primary"]
             fitted = method.fit(_feature_set(ws, plan.task, task, method, train),
-                                _feature_set(ws, plan.task, task, method, val)) or {}
+                                _feature_set(ws, plan.task, task, method, val), **fit_kwargs) or {}
         report = loop.TrainReport()
         if cls.trains and train and epochs > 0:
             report = loop.train(method, lambda e: _batches(ws, plan.task, task, method, train,
@@ -145,7 +150,7 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
     t_eval = time.perf_counter()
     logits = loop.predict(method, _batches(ws, plan.task, task, method, test, batch_size=16), ws.device)
     metrics = compute_metrics(plan.task, plan.protocol, logits, test)
-    predictions = test_predictions(task, logits, test)
+    predictions = per_video_predictions(task, logits, test)
     # constant-predictor floors of every metric, on exactly the clips this cell was scored on
     floors = metric_floors(plan.task, plan.protocol, test, num_classes=len(index.classes))
     metrics["floors"] = {m: v for m, v in floors.items() if m != "primary"}
@@ -182,7 +187,14 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
     }
 
 
-def test_predictions(task, logits, records) -> dict:
+def fit_takes_score(method) -> bool:
+    """Whether ``method.fit`` accepts ``score`` (plug-ins written before it: ``fit(train, val)``)."""
+    import inspect
+    params = inspect.signature(method.fit).parameters
+    return "score" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def per_video_predictions(task, logits, records) -> dict:
     """Per-video test outputs, stored beside the record (``results.write_predictions``) so that
     ``report`` can bootstrap over test videos and pair methods on the same videos.
 

@@ -43,7 +43,7 @@ SIZES: dict[str, WorldSize] = {
     "tiny": WorldSize((1, 1, 1), (4, 2, 2), (1, 0, 1)),
     # small (the default benchmark world): test and validation sized for paired comparisons
     # (see results/README.md for the measured interval widths), 24 single-label LLP clips per class
-    "small": WorldSize((20, 8, 20), (96, 64, 160), (16, 2, 2), llp_single_per_class=24),
+    "small": WorldSize((20, 6, 20), (96, 48, 160), (16, 2, 2), llp_single_per_class=24),
     "medium": WorldSize((60, 12, 20), (480, 96, 144), (60, 8, 8)),
 }
 
