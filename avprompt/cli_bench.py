@@ -1,6 +1,7 @@
 """``avprompt bench`` and ``avprompt zeroshot`` (no torch import at module level)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import typer
@@ -43,6 +44,8 @@ def bench_command(
                                          "epoch compete on validation, ties to the later) | last (the "
                                          "references' last epoch)"),
     config: Optional[str] = typer.Option(None, "--config", help="suite file (TOML/YAML, flat)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="method option METHOD.KEY=VALUE (repeatable), "
+                                             "e.g. dg-sct.preset=reference; after the config file's"),
     suite: Optional[str] = typer.Option(None, "--suite", help="suite name (result sub-folder)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print each cell as new / done / stale (with the "
                                  "field that differs) / skipped (with why), and exit"),
@@ -58,6 +61,12 @@ def bench_command(
         data=data, backbones=backbones, protocol=protocol, modality=modality, out=out, executor=executor,
         address=address, device=device, max_epochs=max_epochs, max_epochs_in_network=max_epochs_in_network,
         suite=suite, select=select, dry_run=dry_run or None, rerun=rerun or None)
+    if set_:
+        from avprompt.config import parse_method_sets
+        merged = {k: dict(v) for k, v in cfg.overrides.items()}
+        for method, opts in parse_method_sets(set_).items():
+            merged.setdefault(method, {}).update(opts)
+        cfg = dataclasses.replace(cfg, overrides=merged)
     outcome = run_bench(cfg, echo=typer.echo)
     if outcome["failed"]:
         raise typer.Exit(1)
@@ -74,6 +83,9 @@ def zeroshot_command(
     device: Optional[str] = typer.Option(None, "--device"),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs"),
     from_checkpoint: Optional[str] = typer.Option(None, "--from-checkpoint", help="reuse saved pre-trained checkpoints"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="method option METHOD.KEY=VALUE (repeatable), "
+                                             "used in pre-training and at evaluation, e.g. "
+                                             "dg-sct.preset=reference-pretrain"),
 ):
     """Pre-train on VGG-Sound 40K, then evaluate on the targets by class names alone (shots = 0)."""
     from avprompt.config import apply_overrides
@@ -83,6 +95,9 @@ def zeroshot_command(
                                    data=data, backbones=backbones, out=out, device=device,
                                    max_epochs=max_epochs, from_checkpoint=from_checkpoint).items()
              if v is not None}
+    if set_:
+        from avprompt.config import parse_method_sets
+        given["overrides"] = parse_method_sets(set_)
     outcome = run_zeroshot(apply_overrides(ZeroShotConfig(), given, where="command line"), echo=typer.echo)
     if outcome["failed"]:
         raise typer.Exit(1)

@@ -97,5 +97,17 @@ def parse_kv(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def parse_method_sets(items: list[str] | None, option: str = "--set") -> dict[str, dict[str, str]]:
+    """``["dg-sct.preset=reference", "coop.n_ctx=4"]`` -> ``{"dg-sct": {"preset": "reference"}, ...}``
+    (method options on the command line; each method's config types the values)."""
+    out: dict[str, dict[str, str]] = {}
+    for key, value in parse_kv(items).items():
+        method, dot, name = key.partition(".")
+        if not dot or not method or not name:
+            raise ValueError(f"{option} {key}={value}: expected METHOD.OPTION=VALUE, e.g. dg-sct.preset=reference")
+        out.setdefault(method, {})[name] = value
+    return out
+
+
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)

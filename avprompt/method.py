@@ -217,6 +217,14 @@ class Method(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    #: config fields whose pre-training value a zero-shot transfer keeps unless the user sets them
+    #: (values a method otherwise resolves from the target task, e.g. DG-SCT's gamma by task level)
+    carried_at_transfer: tuple[str, ...] = ()
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the training loop before each epoch (0-based); for losses whose weights
+        depend on the epoch (DG-SCT's released code). The default does nothing."""
+
     def features(self, batch: dict, modality: str) -> torch.Tensor:
         """Frozen pooled embeddings ``(B, T, D)`` of one modality, from the cache when present."""
         key = "feat_" + modality

@@ -17,11 +17,18 @@ TASK_LEVELS = {"ave": ("segment", 28), "ave-cls": ("video", 28), "llp-cls": ("vi
 NAMES = {
     "encoders.vision": "CLIP image + text towers (frozen)",
     "encoders.audio": "CLAP audio + text towers (frozen)",
-    "head": "projection heads (E_v, E_a, T_v, T_a)",
+    "head": "heads (E_v, E_a, T_v, T_a)",
     "ctx": "learnable prompt context",
+    "prompt_": "learnable prompt context",
     "log_scale": "temperatures",
     "adapter": "CLIP-Adapter",
+    "av_audio": "audio-visual contrastive projection",
 }
+#: DG-SCT module parameter (injections.<k>_<point>.<a2v|v2a>.<name>) -> component, by name prefix
+INJECTED = (("prompt", "A2V/V2A projection (psi)"), ("ch_", "channel attention (eq. 3)"),
+            ("sp_", "spatial attention (eq. 4)"), ("rnn", "temporal gate (eq. 5)"),
+            ("t_out", "temporal gate (eq. 5)"), ("latent", "latent tokens (reference)"),
+            ("out", "output bottleneck (reference)"), ("gate", "output gates"))
 
 
 def component(name: str) -> str:
@@ -30,8 +37,7 @@ def component(name: str) -> str:
     if parts[0] == "encoders" and len(parts) > 1:
         return NAMES.get(".".join(parts[:2]), "encoders." + parts[1])
     if parts[0] == "injections" and len(parts) > 3:
-        direction = parts[2].upper()  # a2v | v2a
-        return f"{direction} prompt projection (psi)" if parts[3] == "prompt" else f"{direction} attention + gates"
+        return next((label for prefix, label in INJECTED if parts[3].startswith(prefix)), parts[3])
     for prefix, label in NAMES.items():
         if parts[0].startswith(prefix):
             return label
@@ -74,6 +80,11 @@ def parameter_report(method_key: str, backbones_spec: str, task_name: str, **ove
     method = cls(load_encoders(backbones_spec), task, cls.default_config(**overrides))
     report = count(method)
     report.update(method=method_key, backbones=backbones_spec, task=task_name)
+    compare = getattr(cls, "reference_overrides", None)
+    if compare:  # the same method as its released code builds it, on the same backbones
+        torch.manual_seed(0)
+        ref = cls(method.encoders, task, cls.default_config(**{**overrides, **compare}))
+        report["reference"] = {**count(ref), "overrides": compare}
     return report
 
 
@@ -82,13 +93,24 @@ def _m(n: int) -> str:
 
 
 def format_parameter_report(report: dict) -> str:
-    """A plain-text table: component, trainable, total; then the totals and trainable share."""
-    rows = [(c["name"], _m(c["trainable"]), _m(c["total"])) for c in report["components"]]
-    rows.append(("total", _m(report["trainable"]), _m(report["total"])))
+    """A plain-text table: component, trainable, total (and the released code's trainable count
+    per component when the method declares one); then the totals and trainable share."""
+    ref = report.get("reference")
+    ref_by = {c["name"]: c["trainable"] for c in ref["components"]} if ref else {}
+    names = [c["name"] for c in report["components"]] + [n for n in ref_by if n not in
+                                                          {c["name"] for c in report["components"]}]
+    own = {c["name"]: c for c in report["components"]}
+    rows = [(n, _m(own[n]["trainable"]) if n in own else "-", _m(own[n]["total"]) if n in own else "-",
+             _m(ref_by[n]) if n in ref_by else "-") for n in names]
+    rows.append(("total", _m(report["trainable"]), _m(report["total"]), _m(ref["trainable"]) if ref else "-"))
     w = max(len(r[0]) for r in rows)
     head = f"{report.get('method', '')} on {report.get('backbones', '')} ({report.get('task', '')})"
-    lines = [head, f"{'component':<{w}}  {'trainable':>10}  {'total':>10}"]
-    lines += [f"{a:<{w}}  {b:>10}  {c:>10}" for a, b, c in rows]
+    ref_head = f"  {'released code':>13}" if ref else ""
+    lines = [head, f"{'component':<{w}}  {'trainable':>10}  {'total':>10}{ref_head}"]
+    lines += [f"{a:<{w}}  {b:>10}  {c:>10}" + (f"  {d:>13}" if ref else "") for a, b, c, d in rows]
     share = 100 * report["trainable"] / max(report["total"], 1)
     lines.append(f"trainable share: {share:.2f}%")
+    if ref:
+        opts = ", ".join(f"{k}={v}" for k, v in ref["overrides"].items())
+        lines.append(f"released code: the same method with {opts} (trainable parameters per component)")
     return "\n".join(lines)

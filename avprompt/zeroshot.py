@@ -10,6 +10,8 @@ suite ``pretrain``. Training-free zero-shot methods (``zeroshot-*``) are evaluat
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ class ZeroShotConfig:
     device: str = "auto"
     max_epochs: int | None = 5
     from_checkpoint: str | None = None  # a checkpoint folder from an earlier run
+    overrides: dict = field(default_factory=dict)  # {method_key: {option: value}}, pre-training and evaluation
     synth_size: str = field(default_factory=lambda: os.environ.get("AVPROMPT_SYNTH_SIZE", "small"))
 
 
@@ -56,6 +59,10 @@ def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:
         ws.index(task)
     ckpt_dir = Path(cfg.from_checkpoint or Path(cfg.out) / "checkpoints")
     methods = [k for k in select_methods(cfg.methods) if get_method(k).kind in ("zero-shot", "train")]
+    for key in cfg.overrides:
+        if key not in methods:
+            raise ValueError(f"--set {key}.*: {key!r} is not among the zero-shot methods run "
+                             f"({', '.join(methods)})")
     outcomes = []
 
     def record(key, plan, fn):
@@ -87,12 +94,16 @@ def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:
         direct = cls.kind == "zero-shot"
         mod = cls.default_config().modality if cls.runs_on == "features" else cls.supported_modalities[0]
         bar.set_postfix_str(f"{key}@{mod}")
-        ckpt = ckpt_dir / f"{key}@{mod}.pt"
+        opts = cfg.overrides.get(key, {})
+        # a checkpoint is reused only for the same method options: they are part of its name
+        tag = "" if not opts else "-" + hashlib.sha256(json.dumps(opts, sort_keys=True).encode()).hexdigest()[:8]
+        ckpt = ckpt_dir / f"{key}@{mod}{tag}.pt"
         if not direct and not ckpt.exists():
             if cfg.from_checkpoint:
                 raise FileNotFoundError(f"--from-checkpoint {cfg.from_checkpoint}: no {ckpt.name} in it")
             echo(f"pre-training {key}@{mod} on {cfg.pretrain}")
-            plan = CellPlan(cfg.pretrain, key, mod, None, cfg.seed, max_epochs=cfg.max_epochs)
+            plan = CellPlan(cfg.pretrain, key, mod, None, cfg.seed, max_epochs=cfg.max_epochs,
+                            overrides=dict(cfg.overrides.get(key, {})))
             state = {}
 
             def pretrain():
@@ -115,7 +126,8 @@ def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:
             torch.save(state["blob"], tmp)
             os.replace(tmp, ckpt)
         for task in cfg.targets:
-            plan = CellPlan(task, key, mod, 0, cfg.seed, checkpoint_in=None if direct else str(ckpt))
+            plan = CellPlan(task, key, mod, 0, cfg.seed, checkpoint_in=None if direct else str(ckpt),
+                            overrides=dict(cfg.overrides.get(key, {})))
             k = cell_key(bench, plan, ws.encoders.name)
             if cell_done(cfg.out, k, cell_identity(bench, plan, ws)):
                 continue

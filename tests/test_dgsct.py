@@ -24,11 +24,15 @@ def build(enc, task=SEG, seed=0, **overrides):
 
 
 def open_gates(method, value=0.1):
-    """Zero-initialised output gates block every gradient but their own: open them for checks."""
+    """Zero-initialised output gates (and the residual heads' zero last layers) block every gradient
+    but their own: open them for checks."""
+    gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for name, p in method.named_parameters():
             if name.endswith("gate"):
                 p.fill_(value)
+            elif name.startswith("head_") and ".mlp.2." in name:
+                p.copy_(value * torch.randn(p.shape, generator=gen))
 
 
 @pytest.mark.parametrize("task", [SEG, VID], ids=["segment", "video"])
@@ -66,14 +70,16 @@ def test_frozen_weights_bit_identical_after_step(tiny_encoders, batch_factory):
 
 
 SWITCHES = {  # config -> (sub-module name fragments that must get gradients, that must not exist)
-    "all": ({}, ["prompt", "ch_", "sp_", "rnn", "t_out", "a2v", "v2a", "ctx_v", "head_"], []),
+    "all": ({}, ["prompt", "ch_", "sp_", "rnn", "t_out", "a2v", "v2a", "prompt_v.ctx", "head_"], []),
     "no-channel": ({"use_channel": False}, ["sp_", "rnn"], ["ch_"]),
     "no-spatial": ({"use_spatial": False}, ["ch_", "rnn"], ["sp_"]),
     "no-temporal": ({"use_temporal": False}, ["ch_", "sp_"], ["rnn", "t_out"]),
     "no-a2v": ({"a2v": False}, ["v2a"], ["a2v"]),
     "no-v2a": ({"v2a": False}, ["a2v"], ["v2a"]),
     "linear-temporal": ({"temporal": "linear"}, ["t_out"], ["rnn"]),
-    "reference": ({"preset": "reference"}, ["latent", "out.down", "adapter_v", "t_out"], ["rnn"]),
+    "reference": ({"preset": "reference"}, ["latent", "out.down", "adapter_v", "t_out", "av_audio"],
+                  ["rnn", "head_", "log_scale"]),
+    "temporal-all": ({"temporal_layers": "all"}, ["rnn"], []),
 }
 
 
@@ -102,10 +108,17 @@ def test_gradients_follow_switches(tiny_encoders, batch_factory, name):
 
 def test_reference_preset_resolves_every_choice(tiny_encoders):
     m = DGSCT(tiny_encoders, SEG, reference_config())
-    assert m.choices == dict(temporal="linear", fusion="sum", placement="block", combine="reference",
-                             guide_relu=True, latent_tokens=2, clip_adapter=True, gamma=0.01)
+    assert m.choices == dict(temporal="linear", temporal_layers="all", fusion="sum", placement="reference",
+                             heads="none", clip_adapter=True, loss="reference", scales="stored", alpha=0.2,
+                             beta=0.05, gamma=0.01, combine="reference", spatial="reference", guide_relu=True,
+                             latent_tokens=2)
     m2 = build(tiny_encoders, VID, preset="reference", fusion="paper")
     assert m2.choices["fusion"] == "paper" and m2.choices["gamma"] == 0.05
+    pre = build(tiny_encoders, SEG, preset="reference-pretrain")  # gamma 0.05 even on a segment task
+    assert (pre.choices["alpha"], pre.choices["beta"], pre.choices["gamma"], pre.choices["fusion"]) == \
+        (0.3, 0.01, 0.05, "per-class")
+    with pytest.raises(ValueError, match="temporal_layers='first'"):
+        build(tiny_encoders, temporal_layers="first")
 
 
 @pytest.mark.parametrize("preset", ["paper", "reference"])
@@ -114,12 +127,11 @@ def test_effective_config_resolves_the_preset(tiny_encoders, preset, task):
     m = build(tiny_encoders, task, preset=preset)
     assert m.config.temporal is None and m.config.gamma is None  # the config leaves them to the preset
     eff = m.effective_config()
-    resolved = ("temporal", "fusion", "placement", "clip_adapter", "gamma", "combine", "guide_relu",
-                "latent_tokens")
+    resolved = ("temporal", "temporal_layers", "fusion", "placement", "heads", "clip_adapter", "loss",
+                "scales", "alpha", "beta", "gamma", "combine", "spatial", "guide_relu", "latent_tokens")
     assert all(eff[k] is not None for k in resolved) and not [k for k, v in eff.items() if v is None]
     assert {k: eff[k] for k in resolved} == m.choices
     assert eff["gamma"] == (0.01 if task is SEG else 0.05)
-    assert eff["head_dim"] == tiny_encoders.vision.embed_dim  # head_dim 0 = the CLIP embedding dim
     assert m.reference_changes() == []
 
 
@@ -127,11 +139,12 @@ def test_learned_context_that_does_not_fit_is_shrunk_and_recorded(tiny_encoders)
     long = TaskSpec("ave", "segment", ("dog bark", "a very long class name with many many words"), num_segments=3)
     with pytest.warns(UserWarning, match="does not fit the text context length 16"):
         m = build(tiny_encoders, long, n_ctx=8)
-    ids = m.ids_v[1]  # the long name's prompt: its EOT must not have been cut off
-    assert int(ids.argmax()) == 1 + m.ctx_v.shape[0] + 9 + 1  # SOS, ctx, 9 name tokens, "."
-    assert m.effective_config()["n_ctx"] == m.ctx_v.shape[0] < 8
+    ids = m.prompt_v.ids[1]  # the long name's prompt: its EOT must not have been cut off
+    n = m.prompt_v.ctx.shape[0]
+    assert int(ids.argmax()) == 1 + n + 9 + 1  # SOS, ctx, 9 name tokens, "."
+    assert m.effective_config()["n_ctx"] == n < 8
     assert [c["field"] for c in m.reference_changes()] == ["n_ctx"]
-    assert m.templates["v"] == [f"[{m.ctx_v.shape[0]} learned context tokens] {{}}."]
+    assert m.templates["v"] == [f"[{n} learned context tokens] {{}}."]
 
 
 def test_branch_weights_sum_to_one_and_follow_confidence():

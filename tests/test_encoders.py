@@ -54,8 +54,32 @@ def test_pairing_rule_and_paired_run_is_identity_with_identity_hook(tiny_encoder
     v, a = tiny_encoders.vision, tiny_encoders.audio
     xv = v.embed(torch.randn(2, 3, v.image_size, v.image_size))
     xa = a.embed(torch.randn(2, a.sample_rate))
-    ov, oa = run_paired(v.blocks, xv, a.blocks, xa, lambda k, p, s, t: (s, t))
-    assert torch.allclose(ov, run_blocks(v.blocks, xv)) and torch.allclose(oa, run_blocks(a.blocks, xa))
+    for mode in ("split", "vision-split", "block"):
+        points = []
+        ov, oa = run_paired(v.blocks, xv, a.blocks, xa, lambda k, p, s, t: points.append(p) or (s, t), mode=mode)
+        assert torch.allclose(ov, run_blocks(v.blocks, xv)) and torch.allclose(oa, run_blocks(a.blocks, xa))
+        assert points[:2] == (["block", "block"] if mode == "block" else ["attn", "mlp"])
+
+
+def test_vision_split_hands_whole_audio_blocks_to_the_first_point(tiny_encoders):
+    """The released DG-SCT code's order: at "attn" the audio block has run whole, at "mlp" audio is unchanged."""
+    v, a = tiny_encoders.vision, tiny_encoders.audio
+    xv = v.embed(torch.randn(2, 3, v.image_size, v.image_size))
+    xa = a.embed(torch.randn(2, a.sample_rate))
+    (i, j), seen = pair_blocks(len(v.blocks), len(a.blocks))[0], {}
+    xa0 = run_blocks(a.blocks, xa, stop=j)
+    xv0 = run_blocks(v.blocks, xv, stop=i)
+
+    def hook(k, p, s, t):
+        if k == 0:
+            seen[p] = (s.clone(), t.clone())
+        return s, t
+    run_paired(v.blocks, xv, a.blocks, xa, hook, mode="vision-split")
+    assert torch.allclose(seen["attn"][0], v.blocks[i].attn(xv0))
+    assert torch.allclose(seen["attn"][1], a.blocks[j].mlp(a.blocks[j].attn(xa0)))
+    assert torch.allclose(seen["mlp"][1], seen["attn"][1])
+    with pytest.raises(ValueError, match="mode='x'"):
+        run_paired(v.blocks, xv, a.blocks, xa, hook, mode="x")
 
 
 def test_frozen_by_construction(tiny_encoders):

@@ -105,3 +105,21 @@ def test_identity_of_the_shipped_synthav_towers():
     assert enc.identity["weights"] == {"clip": "sha256:" + hashlib.sha256(asset.read_bytes()).hexdigest()[:16]}
     assert enc.identity["arch"] == {"clip": "avp-vit-synthav"}
     assert weights_fingerprint("openai") == "open_clip-pretrained:openai"
+
+
+# ----- real CLAP pairings (README's real-weights example) ----------------------------------------
+@pytest.mark.parametrize("arch,other", [("HTSAT-tiny", "HTSAT-base"), ("HTSAT-base", "HTSAT-tiny")])
+def test_laion_style_clap_checkpoint_loads_into_its_own_htsat_only(tmp_path, arch, other):
+    """A laion-clap training checkpoint ({"state_dict": {"module.<key>": ...}}; the 630k-* files
+    are HTSAT-tiny, music_speech_* HTSAT-base) loads into its architecture and is one clear error
+    naming the architecture for the other."""
+    enc = load_encoders(f"clap={arch}")
+    state = {"module." + k: v.contiguous() for k, v in enc.audio.model.state_dict().items()}
+    path = tmp_path / f"{arch}.pt"
+    torch.save({"epoch": 45, "state_dict": state}, path)
+    again = load_encoders(f"clap={arch}@{path}")
+    x = torch.randn(1, enc.audio.sample_rate)
+    with torch.no_grad():
+        assert torch.equal(again.audio.encode(x), enc.audio.encode(x))
+    msg = load_error(f"clap={other}@{path}")
+    assert f"do not fit architecture {other}" in msg

@@ -15,6 +15,10 @@ Branch weights (eq. 11): w1 = y_v / (y_v + y_a), w2 = 1 - w1, where y is a match
 [0, 1]: the softmax probability of the branch's best class. The same score is used in training
 and at inference (no label is needed), it never makes y_v + y_a vanish (each y >= 1/K), and the
 weights are detached: they say how much to trust a branch, they are not a target to optimise.
+
+``reference_loss`` is the released few-shot code's objective instead (``preset="reference"``):
+cross-entropy of the fused scores over all classes, weighted 500 in the first 10 epochs and 5
+after, plus two audio-visual contrastive terms (x2 audio->image, x1.5 image->audio).
 """
 from __future__ import annotations
 
@@ -67,16 +71,27 @@ def branch_weights(logits_v: torch.Tensor, logits_a: torch.Tensor) -> tuple[torc
     return w1, 1 - w1
 
 
+FUSIONS = ("paper", "sum", "per-class")
+
+
 def fuse(logits_v: torch.Tensor, logits_a: torch.Tensor, fusion: str = "paper") -> torch.Tensor:
     """Class scores of both branches (..., K) -> one (..., K).
 
     "paper": w1 y_v + w2 y_a with per-sample weights; "sum": the reference few-shot code's
-    2 y_v + 2 y_a.
+    2 y_v + 2 y_a; "per-class": the pre-training / zero-shot code's w1 = l_v / (l_v + l_a) per
+    class on the logits themselves, i.e. (l_v^2 + l_a^2) / (l_v + l_a). That form blows up where
+    l_v + l_a ~ 0; a denominator within 1e-4 of 0 is held at +-1e-4 (the code has no guard).
     """
     if fusion == "sum":
         return 2 * logits_v + 2 * logits_a
+    if fusion == "per-class":
+        den = logits_v + logits_a
+        eps = 1e-4
+        den = torch.where(den.abs() < eps, torch.where(den < 0, -eps, eps), den)
+        w1 = logits_v / den
+        return w1 * logits_v + (1 - w1) * logits_a
     if fusion != "paper":
-        raise ValueError(f"fusion={fusion!r}: use paper|sum")
+        raise ValueError(f"fusion={fusion!r}: use {'|'.join(FUSIONS)}")
     w1, w2 = branch_weights(logits_v, logits_a)
     return w1[..., None] * logits_v + w2[..., None] * logits_a
 
@@ -85,11 +100,45 @@ def dgsct_loss(logits_v: torch.Tensor, logits_a: torch.Tensor, labels: torch.Ten
                fusion: str = "paper", negatives: str = "batch") -> torch.Tensor:
     """L = sum_i w1_i L_v,i + w2_i L_a,i (eq. 11) over N samples: logits (N, K), labels (N,).
 
-    ``fusion="sum"`` (reference few-shot code) weighs both branches equally: L_v + L_a.
+    Any other fusion ("sum", "per-class": the reference codes) weighs both branches equally: L_v + L_a.
     """
     l_v = contrastive_loss(logits_v, labels, negatives)
     l_a = contrastive_loss(logits_a, labels, negatives)
-    if fusion == "sum":
+    if fusion != "paper":
         return l_v.sum() + l_a.sum()
     w1, w2 = branch_weights(logits_v, logits_a)
     return (w1 * l_v + w2 * l_a).sum()
+
+
+#: the released few-shot code (main_AVE.py): CE weight by epoch, then the two audio-visual terms
+REFERENCE_CE_WEIGHTS = ((10, 500.0), (None, 5.0))  # (last 1-based epoch or None, weight)
+REFERENCE_AV_WEIGHTS = (2.0, 1.5)  # audio->image, image->audio
+
+
+def reference_ce_weight(epoch: int) -> float:
+    """The code's CE weight at 0-based ``epoch`` (its epochs count from 1: "epoch <= 10" -> 500)."""
+    for last, w in REFERENCE_CE_WEIGHTS:
+        if last is None or epoch + 1 <= last:
+            return w
+    raise AssertionError("unreachable")
+
+
+def audio_visual_logits(video: torch.Tensor, audio: torch.Tensor, scale: float) -> torch.Tensor:
+    """Segment-mean embeddings video (B, T, D), audio (B, T, D) -> audio->image logits (B, B)."""
+    v = F.normalize(video.float().mean(1), dim=-1)
+    a = F.normalize(audio.float().mean(1), dim=-1)
+    return scale * a @ v.T
+
+
+def reference_loss(event_scores: torch.Tensor, labels: torch.Tensor, av_logits: torch.Tensor,
+                   epoch: int) -> torch.Tensor:
+    """w(epoch) CE(event_scores, labels) + 2 CE(av, I) + 1.5 CE(av^T, I).
+
+    event_scores (N, K): the fused scores over all classes (segments flattened on AVE); labels (N,);
+    av_logits (B, B): ``audio_visual_logits`` of the batch's clips (identity targets).
+    """
+    ce = F.cross_entropy(event_scores.float(), labels)
+    target = torch.arange(av_logits.shape[0], device=av_logits.device)
+    w_ai, w_ia = REFERENCE_AV_WEIGHTS
+    return (reference_ce_weight(epoch) * ce + w_ai * F.cross_entropy(av_logits, target)
+            + w_ia * F.cross_entropy(av_logits.T, target))

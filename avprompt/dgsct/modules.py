@@ -17,10 +17,12 @@ Rows are segments: N = B * T, ordered batch-major, so ``view(B, T, ...)`` recove
 The temporal gate of A2V reads the V2A side's frequency-channel attentive audio (eq. 5 feeds
 {a_t^cf} to G^v), so the two directions run in two phases inside ``DGSCTPair``.
 
-``preset="reference"`` options reproduce the reference code instead: ReLU on the channel
-projections, gate = per-segment Linear on the raw guide, x (alpha M_c + beta M_s + gamma G + 1 -
-alpha), 2 latent prompt tokens with a gated cross-attention, and a gated bottleneck output
-(LayerNorm, grouped 1x1 conv C -> C/8, BatchNorm, ReLU, conv up, BatchNorm, LayerNorm).
+``preset="reference"`` options reproduce the released code instead: ReLU on the channel
+projections; spatial step ReLU(W_g mean_L g') * ReLU(W_x x_c) with hidden C/2 (the token-mean guide);
+gate = per-segment Linear(C_t -> 1) on the *projected* guide; x (alpha M_c + beta M_s + gamma G + 1 -
+alpha); 2 latent prompt tokens whose gated cross-attention update stays inside the adapter (it feeds
+the multiplication, never the residual stream); and a gated bottleneck output (LayerNorm, grouped 1x1
+conv C -> C/8, BatchNorm, ReLU, conv up, BatchNorm, LayerNorm).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class ModuleOptions:
     temporal: bool = True  # eq. 5 on/off (ablation "T")
     temporal_kind: str = "rnn"  # "rnn" (paper: GRU across segments) | "linear" (reference code)
     hidden: int = 256  # d of eq. 4 (and the RNN's hidden size)
+    spatial_kind: str = "paper"  # "paper" (full projected guide, width d) | "reference" (token mean, ReLU, C/2)
     channel_reduction: int = 2  # bottleneck Phi: C -> C / r -> C (the reference uses C/2)
     combine: str = "paper"  # "paper" (eq. 6-7) | "reference" (one multiplier, bottleneck output)
     guide_relu: bool = False  # reference: ReLU on the channel projections
@@ -71,14 +74,17 @@ class CrossModalAttention(nn.Module):
             r = max(1, c // opts.channel_reduction)
             self.ch_bottleneck = nn.Sequential(nn.Linear(c, r), nn.ReLU(), nn.Linear(r, c))
         if opts.spatial:
-            self.sp_guide, self.sp_target = nn.Linear(c, d), nn.Linear(c, d)
-            self.sp_out = nn.Linear(d, 1)
+            if opts.spatial_kind not in ("paper", "reference"):
+                raise ValueError(f"spatial={opts.spatial_kind!r}: use paper|reference")
+            d_s = d if opts.spatial_kind == "paper" else max(1, c // 2)
+            self.sp_guide, self.sp_target = nn.Linear(c, d_s), nn.Linear(c, d_s)
+            self.sp_out = nn.Linear(d_s, 1)
         if opts.temporal:
             if opts.temporal_kind == "rnn":
                 self.rnn = nn.GRU(c_guide, d, batch_first=True)
                 self.t_out = nn.Linear(d, 1)
-            elif opts.temporal_kind == "linear":
-                self.t_out = nn.Linear(c_guide, 1)
+            elif opts.temporal_kind == "linear":  # reads the projected guide (target width)
+                self.t_out = nn.Linear(c, 1)
             else:
                 raise ValueError(f"temporal={opts.temporal_kind!r}: use rnn|linear")
         if opts.latent_tokens:
@@ -94,30 +100,36 @@ class CrossModalAttention(nn.Module):
             raise ValueError(f"combine={opts.combine!r}: use paper|reference")
         self.gate = nn.Parameter(torch.zeros(()))  # Omega's output gate, 0 = frozen encoder at init
 
-    def attend(self, guide: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Channel + spatial maps. guide (N, L_g, C_g), x (N, L, C) -> (x, multiplier).
+    def attend(self, guide: torch.Tensor, x: torch.Tensor):
+        """Channel + spatial maps. guide (N, L_g, C_g), x (N, L, C) -> (x, m, g_mean).
 
-        Returns the (possibly latent-token-updated) target x and m = alpha M_c + beta M_s,
-        broadcastable to (N, L, C); x_cs = (m + 1) x is eq. 6.
+        Returns the target x the adapter works on (reference: updated by the latent tokens, an
+        internal value that never reaches the residual stream), m = alpha M_c + beta M_s,
+        broadcastable to (N, L, C) (x_cs = (m + 1) x is eq. 6), and the token mean of the
+        projected guide (N, C), which the reference's linear temporal gate reads.
         """
         o = self.opts
         g = self.prompt(guide)  # (N, L, C)
+        g_mean = g.mean(1, keepdim=True)  # (N, 1, C)
         if o.latent_tokens:  # reference: tokens read the prompt, then x reads the tokens
             tok = self.latent.expand(x.shape[0], -1, -1)
             tok = tok + torch.softmax(tok @ g.transpose(1, 2), -1) @ g
             x = x + self.latent_gate * (torch.softmax(x @ tok.transpose(1, 2), -1) @ tok)
+        act = torch.relu if o.guide_relu else (lambda t: t)
         m = x.new_zeros(())
         x_c = x
         if o.channel:
-            act = torch.relu if o.guide_relu else (lambda t: t)
-            cm = act(self.ch_guide(g.mean(1, keepdim=True))) * act(self.ch_target(x))  # (N, L, C)
+            cm = act(self.ch_guide(g_mean)) * act(self.ch_target(x))  # (N, L, C)
             m_c = torch.sigmoid(self.ch_bottleneck(cm.mean(1, keepdim=True)))  # (N, 1, C)
             m = m + o.alpha * m_c
             x_c = (m_c + 1) * x
         if o.spatial:
-            m_s = torch.sigmoid(self.sp_out(self.sp_guide(g) * self.sp_target(x_c)))  # (N, L, 1)
-            m = m + o.beta * m_s
-        return x, m
+            if o.spatial_kind == "paper":  # eq. 4: every target token meets its projected guide token
+                a_sm = self.sp_guide(g) * self.sp_target(x_c)
+            else:  # reference: the token-mean guide, ReLU on both sides
+                a_sm = torch.relu(self.sp_guide(g_mean)) * torch.relu(self.sp_target(x_c))
+            m = m + o.beta * torch.sigmoid(self.sp_out(a_sm))  # M_s: (N, L, 1)
+        return x, m, g_mean[:, 0]
 
     def temporal_gate(self, seq: torch.Tensor) -> torch.Tensor:
         """Guide-side features per segment (B, T, C_g) -> gate G (B*T, 1, 1)."""
@@ -161,9 +173,9 @@ class DGSCTPair(nn.Module):
         v_in, a_in = v, a
         mv = ma = None
         if self.a2v is not None:
-            v, mv = self.a2v.attend(a_in, v_in)
+            v, mv, gm_v = self.a2v.attend(a_in, v_in)
         if self.v2a is not None:
-            a, ma = self.v2a.attend(v_in, a_in)
+            a, ma, gm_a = self.v2a.attend(v_in, a_in)
         gv = ga = None
         if self.opts.temporal:
             if self.opts.temporal_kind == "rnn":
@@ -172,12 +184,14 @@ class DGSCTPair(nn.Module):
                 a_cf = a if ma is None else (ma + 1) * a
                 v_cs = v if mv is None else (mv + 1) * v
                 seq_for_v, seq_for_a = a_cf.mean(1), v_cs.mean(1)
-            else:  # reference: the raw guide of each segment
-                seq_for_v, seq_for_a = a_in.mean(1), v_in.mean(1)
+            else:  # reference: each direction's projected guide, per segment (target width)
+                seq_for_v = gm_v if self.a2v is not None else None
+                seq_for_a = gm_a if self.v2a is not None else None
             if self.a2v is not None:
                 gv = self.a2v.temporal_gate(seq_for_v.view(-1, T, seq_for_v.shape[-1]))
             if self.v2a is not None:
                 ga = self.v2a.temporal_gate(seq_for_a.view(-1, T, seq_for_a.shape[-1]))
-        dv = self.a2v.output(v, mv, gv) + (v - v_in) if self.a2v is not None else None
-        da = self.v2a.output(a, ma, ga) + (a - a_in) if self.v2a is not None else None
+        # the latent-token update (reference) is internal: only Omega reaches the residual stream
+        dv = self.a2v.output(v, mv, gv) if self.a2v is not None else None
+        da = self.v2a.output(a, ma, ga) if self.v2a is not None else None
         return dv, da

@@ -5,8 +5,13 @@ A *tower hook* is ``hook(i, point, x) -> x`` called at block ``i`` with ``point`
 (before any stage transition). MaPLe uses "pre" to place deep prompts; adapters may use the others.
 
 A *pair hook* is ``hook(k, point, x_v, x_a) -> (x_v, x_a)`` called at paired layer ``k`` of two
-towers stepped in lockstep (DG-SCT's cross-modal modules, point in {"attn", "mlp"}, or "block" when
-``split=False``, i.e. after both whole blocks, as DG-SCT's reference code does).
+towers stepped in lockstep (DG-SCT's cross-modal modules). ``run_paired``'s ``mode`` says where:
+
+    "split"         "attn" after both attention halves, "mlp" after both MLP halves (paper eq. 1-2)
+    "vision-split"  "attn" after the vision attention half and the *whole* audio block, then
+                    "mlp" after the vision MLP half (audio unchanged in between): DG-SCT's released
+                    code, whose Swin audio blocks run whole
+    "block"         "block" once after both whole blocks
 """
 from __future__ import annotations
 
@@ -54,24 +59,32 @@ def pair_blocks(n_v: int, n_a: int) -> list[tuple[int, int]]:
     return [(s, o) if n_v <= n_a else (o, s) for s, o in zip(range(short), other)]
 
 
+PAIR_MODES = ("split", "vision-split", "block")
+
+
 def run_paired(v_blocks: Sequence[BlockRunner], x_v: torch.Tensor,
                a_blocks: Sequence[BlockRunner], x_a: torch.Tensor, hook: PairHook,
-               pairs: list[tuple[int, int]] | None = None, split: bool = True):
+               pairs: list[tuple[int, int]] | None = None, mode: str = "split"):
     """Step two towers in lockstep; at each pair (i, j) call ``hook`` between them.
 
     x_v: (N, L_v, C_v) vision tokens; x_a: (N, L_a, C_a) audio tokens; the same N rows (one per
     segment) in both. Unpaired blocks of the deeper tower run unchanged before their pair's block.
     Returns the final tokens of both towers.
     """
+    if mode not in PAIR_MODES:
+        raise ValueError(f"run_paired: mode={mode!r}; use one of {'|'.join(PAIR_MODES)}")
     pairs = pair_blocks(len(v_blocks), len(a_blocks)) if pairs is None else pairs
     next_v = next_a = 0
     for k, (i, j) in enumerate(pairs):
         x_v = run_blocks(v_blocks, x_v, start=next_v, stop=i)
         x_a = run_blocks(a_blocks, x_a, start=next_a, stop=j)
         bv, ba = v_blocks[i], a_blocks[j]
-        if split:
+        if mode == "split":
             x_v, x_a = hook(k, "attn", bv.attn(x_v), ba.attn(x_a))
             x_v, x_a = hook(k, "mlp", bv.mlp(x_v), ba.mlp(x_a))
+        elif mode == "vision-split":
+            x_v, x_a = hook(k, "attn", bv.attn(x_v), ba.mlp(ba.attn(x_a)))
+            x_v, x_a = hook(k, "mlp", bv.mlp(x_v), x_a)
         else:
             x_v, x_a = hook(k, "block", bv.mlp(bv.attn(x_v)), ba.mlp(ba.attn(x_a)))
         x_v, x_a = bv.after(x_v), ba.after(x_a)

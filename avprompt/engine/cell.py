@@ -86,8 +86,10 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
 
     cls = get_method(plan.method)
     checkpoint = load_checkpoint(plan.checkpoint_in, ws.device) if plan.checkpoint_in else None
+    carried = {}
     if checkpoint:
-        plan = dataclasses.replace(plan, overrides={**plan.overrides, **transfer_overrides(checkpoint)})
+        overrides, carried = transfer_config(cls, plan.overrides, checkpoint)
+        plan = dataclasses.replace(plan, overrides=overrides)
     cfg, epochs = method_config(cls, plan)
     check_splits(plan, cls, split, train, val, test, bad)
     reference_batch = cfg.batch_size
@@ -179,7 +181,7 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
                         "wall_s": time.perf_counter() - t_wall},
             "device": str(ws.device),
             "reference_changes": method.reference_changes(),
-            **({"transfer": transfer} if transfer else {}),
+            **({"transfer": {**transfer, "carried_from_pretraining": carried}} if transfer else {}),
             "trainable_params": sum(p.numel() for p in method.trainable_parameters()),
         },
         "method_obj": method,
@@ -249,6 +251,17 @@ def load_checkpoint(path: str, device) -> dict:
         return {"state": blob, "effective_config": None, "reference_changes": []}
     raise ValueError(f"checkpoint {path} holds a {type(blob).__name__}, not a method state; "
                      "rerun the pre-training (delete the file)")
+
+
+def transfer_config(cls, user: dict, checkpoint: dict) -> tuple[dict, dict]:
+    """The target's overrides at a zero-shot transfer, and the values carried from pre-training.
+
+    Values a method resolves from the task (``cls.carried_at_transfer``, e.g. DG-SCT's gamma by
+    task level) follow the pre-training unless the user set them; architecture values
+    (``transfer_overrides``) always follow it."""
+    eff = checkpoint.get("effective_config") or {}
+    carried = {f: eff[f] for f in cls.carried_at_transfer if f in eff and f not in user}
+    return {**carried, **user, **transfer_overrides(checkpoint)}, carried
 
 
 def transfer_overrides(checkpoint: dict) -> dict:

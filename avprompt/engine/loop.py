@@ -146,6 +146,7 @@ def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Call
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, epoch, epochs)
         method.train()
+        method.start_epoch(epoch)
         losses = []
         for batch in train_batches(epoch):
             batch = _to(_shard(batch), device)
