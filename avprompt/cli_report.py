@@ -34,6 +34,23 @@ def report_command(
                                 "Δ dg-sct (minus dg-sct@av at the same K)."),
     resamples: int = typer.Option(1000, "--resamples", help="Bootstrap replicates of the 95% CI "
                                   "(over seeds and test videos); 0: Student t over seeds only."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Only these tasks (comma-separated), "
+                                        "e.g. ave,llp-cls."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Only these methods (comma-separated "
+                                          "keys or globs, e.g. dg-sct,coop,tip-*)."),
+    branches: Optional[str] = typer.Option(None, "--branches", help="Only these branches "
+                                           "(comma-separated: v, a, av)."),
+    layout: str = typer.Option("long", "--layout", help="md table: long (one row per K, every "
+                               "column) or wide (one row per method, one column per K: mean ± CI, "
+                               "* when the paired difference to zero-shot excludes 0)."),
+    curves: str = typer.Option("best", "--curves", help="--plot lines: best (each method on its best "
+                               "branch) or all (every branch)."),
+    per_class: bool = typer.Option(False, "--per-class", help="Per-class accuracy (AP on llp-cls) from "
+                                   "the stored predictions, at each task's largest K (or --shots), "
+                                   "instead of the summary table."),
+    shots: Optional[int] = typer.Option(None, "--shots", help="Shot count of --per-class / --confusion."),
+    confusion: Optional[Path] = typer.Option(None, "--confusion", help="Also write confusion matrices "
+                                             "(accuracy tasks, summed over seeds) to this image."),
 ) -> None:
     """Aggregate seeds per (task, method, backbones, shots): mean, std, 95% CI (bootstrap over
     seeds and test videos where predictions are stored, else Student t), n, floor, paired
@@ -52,25 +69,45 @@ def report_command(
 
     from avprompt import report, results
 
+    if layout not in ("long", "wide"):
+        _fail(f"--layout {layout!r}: use long or wide")
+    if curves not in ("best", "all"):
+        _fail(f"--curves {curves!r}: use best or all")
     records = results.load_results(dir)
     if not records:
         _fail(f"no result files (*.json) under {dir}")
     try:
-        df = report.to_dataframe(records)
+        df = report.select_rows(report.to_dataframe(records), tasks=_split(tasks), methods=_split(methods),
+                                branches=_split(branches))
+        if per_class or confusion is not None:
+            from avprompt import report_perclass as PC
+            if per_class:
+                sys.stdout.write(PC.wide_per_class(PC.per_class_table(df, shots)))
+            if confusion is not None:
+                typer.echo(f"wrote {PC.plot_confusion(df, confusion, shots)}", err=True)
+            if per_class:
+                return
         summary = report.summarize(df, metric=metric, resamples=resamples, paired=paired)
         paper = report.load_paper_numbers() if against == "paper" else None
         if paper is not None:
             summary = report.add_paper_columns(summary, paper, metric)
         failed = report.failed_cells(df)
-        sys.stdout.write(report.render(summary, failed, format))
+        if format == "md" and layout == "wide":
+            sys.stdout.write(report.compact_table(summary) + "\n")
+        else:
+            sys.stdout.write(report.render(summary, failed, format))
         if len(failed) and format != "md":
             typer.echo(f"{len(failed)} failed cell(s); rerun the suite to retry them "
                        "(--format md lists them)", err=True)
         if plot is not None:
-            path = report.plot_curves(df, plot, paper=paper, metric=metric, summary=summary)
+            path = report.plot_curves(df, plot, paper=paper, metric=metric, summary=summary, branches=curves)
             typer.echo(f"wrote {path}", err=True)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
+
+
+def _split(value: Optional[str]) -> Optional[list[str]]:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _fail(message: str) -> None:

@@ -108,6 +108,25 @@ def to_dataframe(results: Iterable[dict]) -> pd.DataFrame:
 
 
 # ----- statistics ---------------------------------------------------------------------------------
+def select_rows(df: pd.DataFrame, tasks: list[str] | None = None, methods: list[str] | None = None,
+                branches: list[str] | None = None) -> pd.DataFrame:
+    """Rows of the long table for these tasks, methods (keys or globs on the method key) and
+    branches (v / a / av); a filter that matches nothing is a ValueError naming what there is."""
+    from fnmatch import fnmatch
+    checks = (("--tasks", tasks, df["task"]), ("--methods", methods, df["method"]),
+              ("--branches", branches, df["modality"]))
+    keep = pd.Series(True, index=df.index)
+    for option, wanted, col in checks:
+        if wanted is None:
+            continue
+        hit = col.map(lambda v: any(fnmatch(str(v), w) for w in wanted))
+        if not hit.any():
+            raise ValueError(f"{option} {','.join(wanted)}: nothing matches; the results have "
+                             f"{', '.join(sorted(map(str, col.unique())))}")
+        keep &= hit
+    return df[keep]
+
+
 def t_quantile(n: int, confidence: float = 0.95) -> float:
     """Two-sided Student-t quantile for ``n`` samples (n-1 degrees of freedom).
 
@@ -396,103 +415,8 @@ def render(summary: pd.DataFrame, failed: pd.DataFrame | None = None, fmt: str =
     raise ValueError(f"--format {fmt!r}: use md, csv or json")
 
 
-# ----- curves -------------------------------------------------------------------------------------
-def shot_position(shots: int) -> float:
-    """x position on the log2 shot axis: 0 for zero-shot, 1 + log2(K) for K shots."""
-    return 0.0 if shots == 0 else 1.0 + math.log2(shots)
-
-
-def plot_curves(df: pd.DataFrame, path: str | Path, floors: dict[str, float] | None = None,
-                paper: pd.DataFrame | None = None, metric: str = "primary",
-                summary: pd.DataFrame | None = None, resamples: int = S.DEFAULT_B) -> Path:
-    """Metric-vs-shots curves, one panel per task, one line per (method, backbones).
-
-    Shaded band (error bar for a lone point): the row's 95% interval, the two-level bootstrap
-    over seeds and test videos where predictions are stored, else Student t over seeds (none
-    for one seed without predictions); the panel title gives the seeds per point. ``summary``:
-    a ``summarize`` result to reuse (its intervals, no second bootstrap), else one is made with
-    ``resamples`` replicates. Dashed grey line: the task's constant-predictor floor of
-    ``metric`` (``floors`` or the mean of the cells' floors, ``cell_floors``). Hollow diamonds:
-    paper numbers for the plotted rows, paired like with like (``add_paper_columns``). A store
-    holding several data or protocols gets one line per (method, backbones, data, protocol).
-    Uses the Agg canvas directly, so no global backend is set.
-    """
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    if summary is not None:
-        summ = summary.drop(columns=[c for c in ("paper", "paper_source", "paper_note")
-                                     if c in summary])
-        metric = summary.attrs.get("metric", metric)
-    else:
-        summ = _aggregate(df, metric, ["data", "protocol", "task", "method_id", "backbones",
-                                       "shots"], 0.95, _engine(resamples))
-    if summ.empty:
-        raise ValueError(f"no finished results with metric {metric!r} to plot")
-    if floors is None and "floor" in summ.columns:
-        floors = summ.groupby("task")["floor"].mean().dropna().to_dict()
-    if paper is not None:
-        summ = add_paper_columns(summ, paper, metric)
-    tasks = sorted(summ["task"].unique())
-    lines = sorted(set(zip(summ["method_id"], summ["backbones"], summ["data"], summ["protocol"])))
-    several = [c for c in ("backbones", "data", "protocol") if summ[c].nunique() > 1]
-    # Colour = method, line style = branch (v solid, a dotted, av dashed): a sweep over three
-    # branches stays readable with one colour per method.
-    cmap = colormaps["tab20"]
-    bases = sorted({m.split("@")[0] for m in summ["method_id"].unique()})
-    color = {m: cmap((2 * bases.index(m.split("@")[0])) % 20 + (bases.index(m.split("@")[0]) // 10))
-             for m in summ["method_id"].unique()}
-    style = {"v": "-", "a": ":", "av": "--"}
-    max_pos = max(shot_position(int(s)) for s in summ["shots"])
-    ticks = [0] + [2 ** i for i in range(0, int(max(4, max_pos - 1)) + 1)]
-
-    ncols = min(3, len(tasks))
-    nrows = math.ceil(len(tasks) / ncols)
-    fig = Figure(figsize=(4.8 * ncols, 3.8 * nrows + 0.35 * math.ceil(len(lines) / 5) + 0.6),
-                 layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    legend: dict[str, object] = {}
-    for ax, task in zip(axes, tasks):
-        t = summ[summ["task"] == task]
-        for method_id, bb, data, protocol in lines:
-            g = t[(t["method_id"] == method_id) & (t["backbones"] == bb) & (t["data"] == data)
-                  & (t["protocol"] == protocol)].sort_values("shots")
-            if g.empty:
-                continue
-            x = [shot_position(int(s)) for s in g["shots"]]
-            m = g["mean"].to_numpy()
-            lo, hi = g["ci_lo"].to_numpy(dtype=float), g["ci_hi"].to_numpy(dtype=float)
-            extra = [str(v) for c, v in zip(("backbones", "data", "protocol"), (bb, data, protocol))
-                     if c in several]
-            label = f"{method_id} ({', '.join(extra)})" if extra else method_id
-            ls = style.get(method_id.partition("@")[2], "-")
-            (h,) = ax.plot(x, m, marker="o", ms=3.5, lw=1.4, ls=ls, color=color[method_id], label=label)
-            legend.setdefault(label, h)
-            if len(x) > 1:
-                ax.fill_between(x, lo, hi, color=color[method_id], alpha=0.15, lw=0)
-            elif lo[0] == lo[0]:  # a lone point has no band to shade: an error bar
-                err = np.maximum(0, np.array([m - lo, hi - m]))
-                ax.errorbar(x, m, yerr=err, color=color[method_id], capsize=3, lw=1)
-            if paper is not None and g["paper"].notna().any():
-                q = g[g["paper"].notna()]
-                ax.scatter([shot_position(int(k)) for k in q["shots"]], q["paper"], marker="D",
-                           s=30, facecolors="none", edgecolors=[color[method_id]], zorder=3)
-        if floors and task in floors:
-            legend.setdefault("constant predictor",
-                              ax.axhline(floors[task], ls="--", color="0.45", lw=1, label="constant predictor"))
-        ax.set_xticks([shot_position(k) for k in ticks], [str(k) for k in ticks])
-        ax.set_title(f"{task} (95% CI; {N.seeds_title(t)})")
-        ax.set_xlabel("shots per class (0 = zero-shot)")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-    if paper is not None and summ["paper"].notna().any():
-        legend["paper (reported)"] = Line2D([], [], ls="", marker="D", mfc="none", mec="0.2")
-    fig.legend(list(legend.values()), list(legend.keys()), loc="outside lower center",
-               ncols=min(5, len(legend)), fontsize=7, frameon=False)
-    for ax in axes[len(tasks):]:
-        ax.set_visible(False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+# ----- curves (avprompt/report_curves.py) --------------------------------------------------------
+def plot_curves(*args, **kwargs):
+    """``avprompt.report_curves.plot_curves`` (kept here: the report's one entry point)."""
+    from avprompt.report_curves import plot_curves as plot
+    return plot(*args, **kwargs)

@@ -287,10 +287,17 @@ def write_result(root: str | os.PathLike, record: dict) -> Path:
     if nulls:
         record["nulls"] = {**record.get("nulls", {}), **nulls}
     text = json.dumps(record, indent=2, sort_keys=False, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    return _atomic_write(path, path.stem, lambda f: f.write(text.encode("utf-8")))
+
+
+def _atomic_write(path: Path, stem: str, write) -> Path:
+    """``write(binary file)`` into a temporary ``.<stem>.*.tmp`` beside ``path`` (same filesystem),
+    fsync, then ``os.replace``: readers see the old or the new file, never a mix; a failure leaves
+    no temporary behind."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -313,20 +320,7 @@ def write_predictions(root: str | os.PathLike, key: CellKey, arrays: dict) -> Pa
     import numpy as np
     path = predictions_path(root, key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{result_path(root, key).stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return _atomic_write(path, result_path(root, key).stem, lambda f: np.savez_compressed(f, **arrays))
 
 
 def read_predictions(record_or_path) -> dict | None:

@@ -255,15 +255,20 @@ def prepare(task: str, protocol: str, preds: dict, metric: str = "primary") -> P
         pos = np.zeros((len(ids), k), bool)
         pos[:, : min(k, vl.shape[1])] = vl[:, :k]
         return Prepared(name, ids, scores=logits, positive=pos)
-    lowest = np.where(vl.any(1), vl.argmax(1), -1)  # lowest-index weak label
-    if name == "video_acc":  # avprompt.data.tasks.primary_label: first event segment, else lowest
-        first_seg = np.where((seg >= 0).any(1), seg[np.arange(len(seg)), (seg >= 0).argmax(1)], -1)
-        label = np.where(first_seg >= 0, first_seg, lowest)
-    else:
-        label = lowest
+    label = primary_labels(seg, vl) if name == "video_acc" else np.where(vl.any(1), vl.argmax(1), -1)
     keep = (label >= 0) if name != "single_label_acc" else (vl.sum(1) == 1)
     correct = (logits.argmax(-1) == label) & keep
     return Prepared(name, ids, correct.astype(np.int64), keep.astype(np.int64))
+
+
+def primary_labels(segment_labels: np.ndarray, video_labels: np.ndarray) -> np.ndarray:
+    """(N,) video class by ``avprompt.data.tasks.primary_label``'s rule: the first event segment's
+    class, else the lowest-index weak label, else -1. segment_labels (N, T) (-1 background),
+    video_labels (N, C) multi-hot."""
+    seg, vl = np.asarray(segment_labels), np.asarray(video_labels)
+    lowest = np.where(vl.any(1), vl.argmax(1), -1)
+    first_seg = np.where((seg >= 0).any(1), seg[np.arange(len(seg)), (seg >= 0).argmax(1)], -1)
+    return np.where(first_seg >= 0, first_seg, lowest)
 
 
 # ----- intervals ----------------------------------------------------------------------------------

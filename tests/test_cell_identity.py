@@ -76,6 +76,16 @@ def test_edited_annotations_are_another_experiment(world, tmp_path):
     assert all(s == "stale" and "data.annotations" in d for s, d in states.values()), states
 
 
+def test_the_same_data_in_another_folder_has_the_same_annotations_fingerprint(world, tmp_path):
+    """Media paths enter the fingerprint relative to the data folder: a SynthAV world generated in
+    another cache directory (or a dataset copied elsewhere) is the same annotation content."""
+    from avprompt.bench import _workspace
+    copy = Path(shutil.copytree(world, tmp_path / "elsewhere" / "data"))
+    ids = [_workspace(_cfg(w, tmp_path / "o")).data_identity("ave-cls") for w in (world, copy)]
+    assert ids[0]["annotations"] == ids[1]["annotations"]
+    assert ids[0]["location"] != ids[1]["location"]  # a real folder still names where it is
+
+
 def test_rebuilt_weights_are_another_experiment(world, tmp_path):
     import torch
 

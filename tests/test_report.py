@@ -168,7 +168,23 @@ def test_paper_column_beside_ours(df):
 def test_paper_scale():
     assert P.paper_scale([0.2, 0.9]) == 0.01
     assert P.paper_scale([20.0, 90.0]) == 1.0
-    assert P.shot_position(0) == 0 and P.shot_position(1) == 1 and P.shot_position(16) == 5
+    from avprompt.report_curves import shot_position
+    assert shot_position(0) == 0 and shot_position(1) == 1 and shot_position(16) == 5
+
+
+def test_best_branch_keeps_one_line_per_method():
+    from avprompt.report_curves import best_branches
+    rows = [dict(task="ave", method_id=f"coop@{b}", backbones="x", data="d", protocol="standard", shots=k,
+                 mean=m + k) for b, m in (("v", 50), ("a", 20), ("av", 55)) for k in (1, 16)]
+    rows += [dict(task="ave", method_id="dg-sct@av", backbones="x", data="d", protocol="standard", shots=1, mean=1.0)]
+    kept = best_branches(pd.DataFrame(rows))
+    assert sorted(kept["method_id"].unique()) == ["coop@av", "dg-sct@av"] and len(kept) == 3
+
+
+@pytest.mark.parametrize("suffix,magic", [(".pdf", b"%PDF"), (".svg", b"<?xml")])
+def test_plot_formats_follow_the_suffix(df, tmp_path, suffix, magic):
+    out = P.plot_curves(df, tmp_path / f"curves{suffix}", branches="all")
+    assert out.read_bytes()[:len(magic)] == magic
 
 
 def test_plot_writes_png(df, tmp_path):
@@ -187,6 +203,16 @@ def test_cli_report(store, tmp_path):
     assert (tmp_path / "c.png").read_bytes()[:8] == PNG_SIGNATURE
     res = runner.invoke(app, [str(store), "--format", "csv"])
     assert res.exit_code == 0 and len(pd.read_csv(io.StringIO(res.stdout))) == len(SEED_VALUES)
+
+
+def test_cli_filters_and_wide_layout(store):
+    runner = CliRunner()
+    res = runner.invoke(app, [str(store), "--methods", "coop", "--layout", "wide", "--resamples", "0"])
+    assert res.exit_code == 0, res.output
+    body = [line for line in res.stdout.splitlines() if line.startswith("|")]
+    assert "K=" in body[0] and all("coop@" in line for line in body[2:]) and len(body) > 2
+    res = runner.invoke(app, [str(store), "--tasks", "nope"])
+    assert res.exit_code == 2 and "--tasks nope: nothing matches; the results have" in res.output
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -85,13 +85,20 @@ class Workspace:
         import hashlib
         import json
         index = self.index(task)
+        kind, root = self.root
+        base = Path(root).resolve()
+
+        def media(path) -> str:  # relative to the data folder: where a cache lives is not the data
+            try:
+                return str(Path(path).resolve().relative_to(base))
+            except (TypeError, ValueError):
+                return str(path)
         if index.name not in self._fingerprints:
             payload = [index.name, list(index.classes)] + [
-                [r.clip_id, r.video_id, str(r.media), r.split, list(r.segment_labels), list(r.video_labels),
+                [r.clip_id, r.video_id, media(r.media), r.split, list(r.segment_labels), list(r.video_labels),
                  r.audio_segments, r.visual_segments] for r in index.records]
             blob = json.dumps(payload, sort_keys=True, default=str).encode()
             self._fingerprints[index.name] = hashlib.sha256(blob).hexdigest()[:16]
-        kind, root = self.root
         location = self.data_id if self.data == "synthav" else f"{kind}:{Path(root).resolve()}"
         return {"location": location, "dataset": index.name, "annotations": self._fingerprints[index.name]}
 
