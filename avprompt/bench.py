@@ -54,6 +54,7 @@ class BenchConfig:
     workers: int = 1
     plot: str | None = None  # default: <out>/<suite>/curves.png
     overrides: dict = field(default_factory=dict)  # {method_key: {option: value}}
+    save_checkpoints: bool = False  # keep each trained cell's own state (seed<S>.ckpt.pt) for `predict`
     rerun: bool = False  # recompute every cell, even those done with the same identity
     dry_run: bool = False  # print the plan (new / done / stale / skipped) and exit
 
@@ -175,7 +176,7 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
         return {"path": path, "status": "busy", "error": None, "primary": None, "warnings": [],
                 "reference_changes": [], "owner": f"pid {owner.get('pid')} on {owner.get('host')}"}
     sweep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("overrides", "rerun", "dry_run")}
-    predictions = None
+    predictions = method = None
     try:
         identity = cell_identity(cfg, plan, ws)
         # another sweep may have finished this cell between our plan and our claim
@@ -188,7 +189,7 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 out = run_cell(ws, plan, progress=_epoch_bar() if show_progress else None)
-            out.pop("method_obj", None)
+            method = out.pop("method_obj", None)
             predictions = out.pop("predictions", None)
             extra = out["extra"]
             extra["warnings"] = sorted({str(w.message) for w in caught
@@ -207,6 +208,10 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
                 # first, so that a record on disk always has its predictions beside it
                 write_predictions(cfg.out, key, predictions)
                 record["predictions"] = predictions_path(cfg.out, key).name
+            if record["status"] == "ok" and cfg.save_checkpoints and method is not None:
+                from avprompt.predict import cell_checkpoint, checkpoint_path, save_cell_checkpoint
+                ckpt = save_cell_checkpoint(checkpoint_path(path), cell_checkpoint(method, cfg.backbones, identity))
+                record["checkpoint"] = ckpt.name
             write_result(cfg.out, record)
         except OSError as e:
             raise StoreWriteError(f"cannot write {path}: {e.strerror or e}") from e

@@ -81,6 +81,7 @@ def _mount_optional_groups():
     for module, name, kind in (("avprompt.cli_data", "data", "group"),
                                ("avprompt.cli_bench", "bench", "command"),
                                ("avprompt.cli_bench", "zeroshot", "command"),
+                               ("avprompt.cli_bench", "predict", "command"),
                                ("avprompt.cli_report", "report", "command")):
         try:
             mod = importlib.import_module(module)

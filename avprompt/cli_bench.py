@@ -50,6 +50,8 @@ def bench_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="print each cell as new / done / stale (with the "
                                  "field that differs) / skipped (with why), and exit"),
     rerun: bool = typer.Option(False, "--rerun", help="recompute every cell, even those already done"),
+    save_checkpoints: bool = typer.Option(False, "--save-checkpoints", help="keep each computed cell's "
+                                          "trained state beside its JSON (seed<S>.ckpt.pt) for `avprompt predict`"),
 ):
     """Few-shot sweep: every (task, method, shots, seed) cell, one JSON each, then table + curves."""
     from avprompt.bench import BenchConfig, run_bench
@@ -60,7 +62,8 @@ def bench_command(
                                                                 else _ints(seeds_in_network, "--seeds-in-network")),
         data=data, backbones=backbones, protocol=protocol, modality=modality, out=out, executor=executor,
         address=address, device=device, max_epochs=max_epochs, max_epochs_in_network=max_epochs_in_network,
-        suite=suite, select=select, dry_run=dry_run or None, rerun=rerun or None)
+        suite=suite, select=select, dry_run=dry_run or None, rerun=rerun or None,
+        save_checkpoints=save_checkpoints or None)
     if set_:
         from avprompt.config import parse_method_sets
         merged = {k: dict(v) for k, v in cfg.overrides.items()}
@@ -101,3 +104,42 @@ def zeroshot_command(
     outcome = run_zeroshot(apply_overrides(ZeroShotConfig(), given, where="command line"), echo=typer.echo)
     if outcome["failed"]:
         raise typer.Exit(1)
+
+
+def predict_command(
+    cell: str = typer.Argument(..., metavar="CELL", help="a cell's seed<S>.json (or seed<S>.ckpt.pt) "
+                               "saved by `avprompt bench --save-checkpoints`"),
+    videos: str = typer.Argument(..., metavar="VIDEO", help="video.mp4, or manifest:FILE (one path per line)"),
+    format: str = typer.Option("table", "--format", help="table | json | csv"),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+):
+    """Label new videos with a trained cell: per-segment labels and probabilities, and the video label.
+
+    Example: avprompt predict runs/fewshot/.../dg-sct@av/synthav/shots16/seed1.json clip.mp4
+    """
+    import json
+
+    from avprompt.predict import load_cell, predict_videos, read_inputs
+
+    if format not in ("table", "json", "csv"):
+        raise ValueError(f"--format {format!r}: use table, json or csv")
+    paths = read_inputs(videos)
+    method, blob = load_cell(cell, device)
+    rows = predict_videos(method, paths, device)
+    if format == "json":
+        typer.echo(json.dumps({"cell": str(cell), "method": blob["method"], "task": blob["task"]["name"],
+                               "videos": rows}, indent=2))
+        return
+    if format == "csv":
+        typer.echo("video,segment,label,prob")
+        for r in rows:
+            typer.echo(f"{r['video']},video,{r['label']},{r['prob']}")
+            for s in r["segments"]:
+                typer.echo(f"{r['video']},{s['t']},{s['label']},{s['prob']}")
+        return
+    for r in rows:
+        typer.echo(f"{r['video']}: {r['label']} ({r['prob']:.2f})  [{blob['method']}, {blob['task']['name']}]")
+        for s in r["segments"]:
+            typer.echo(f"  {s['t']:>2}s  {s['label']:<30} {s['prob']:.2f}")
+        for note in r.get("notes") or []:
+            typer.echo(f"  note: {note}")

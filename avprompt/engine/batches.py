@@ -44,16 +44,23 @@ class ClipTensors:
     def inputs(self, records: Sequence[ClipRecord], modalities: str) -> dict:
         from avprompt.data.prepare import load_clip
 
-        arrays = [load_clip(self.cache, r) for r in records]
-        t = self.num_segments
-        out = {}
-        if "v" in modalities:
-            f = torch.from_numpy(np.stack([a[0][:t] for a in arrays]))  # (B, T, S, S, 3) uint8
-            f = f.permute(0, 1, 4, 2, 3).float().div_(255.0)
-            out["frames"] = (f - self.mean) / self.std  # (B, T, 3, S, S)
-        if "a" in modalities:
-            out["audio"] = torch.from_numpy(np.stack([np.asarray(a[1]).reshape(10, -1)[:t] for a in arrays])).float()
-        return out
+        return clip_inputs([load_clip(self.cache, r) for r in records], self.mean, self.std,
+                           self.num_segments, modalities)
+
+
+def clip_inputs(arrays: Sequence[tuple], mean, std, num_segments: int, modalities: str) -> dict:
+    """Decoded clips [(frames uint8 (10, S, S, 3), wave float32 (10 * sr,))] -> model inputs:
+    ``frames`` (B, T, 3, S, S) normalised, ``audio`` (B, T, sr); only the modalities asked for."""
+    t = num_segments
+    mean, std = (torch.as_tensor(x, dtype=torch.float32).view(1, 1, 3, 1, 1) for x in (mean, std))
+    out = {}
+    if "v" in modalities:
+        f = torch.from_numpy(np.stack([np.asarray(a[0][:t]) for a in arrays]))  # (B, T, S, S, 3) uint8
+        f = f.permute(0, 1, 4, 2, 3).float().div_(255.0)
+        out["frames"] = (f - mean) / std  # (B, T, 3, S, S)
+    if "a" in modalities:
+        out["audio"] = torch.from_numpy(np.stack([np.asarray(a[1]).reshape(10, -1)[:t] for a in arrays])).float()
+    return out
 
 
 def iterate(records: Sequence[ClipRecord], batch_size: int, make, shuffle_seed: int | None = None
