@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avprompt.config import apply_overrides, load_config_file
+from avprompt.engine.executors import auto_jobs, run_processes, run_ray, warm_feature_cache
 from avprompt.planning import (EMBEDDED_OVERRIDES, EMBEDDED_SEEDS_IN_NETWORK, cell_identity,  # noqa: F401
                                cell_key, data_tag, format_plan, plan_cells, plan_states, plan_sweep,
                                preflight, select_methods)
@@ -52,6 +53,10 @@ class BenchConfig:
     select: str = "val"  # "val": selection on validation (initial state included); "last": last epoch
     synth_size: str = dataclasses.field(default_factory=lambda: os.environ.get("AVPROMPT_SYNTH_SIZE", "small"))
     workers: int = 1
+    # cells at once on this machine (local executor): 0 = auto, one per CPU core (at most 4; 1 on
+    # a GPU) when the sweep is estimated at over 2 minutes, else 1
+    jobs: int = 0
+    audio_pass: str = "segment"  # "clip": one audio-tower pass per clip for the cached-feature methods
     plot: str | None = None  # default: <out>/<suite>/curves.png
     overrides: dict = field(default_factory=dict)  # {method_key: {option: value}}
     save_checkpoints: bool = False  # keep each trained cell's own state (seed<S>.ckpt.pt) for `predict`
@@ -72,13 +77,14 @@ class BenchConfig:
             raise ValueError("--seeds-in-network is empty: give e.g. 1 (or omit it to use --seeds)")
         if not self.tasks:
             raise ValueError("--tasks is empty: give e.g. ave,ave-cls,llp-cls")
-        for name in ("max_epochs", "max_epochs_in_network", "patience", "workers"):
+        for name in ("max_epochs", "max_epochs_in_network", "patience", "workers", "jobs"):
             v = getattr(self, name)
             if v is not None and v < (1 if name == "workers" else 0):
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} {v}: must be {'at least 1' if name == 'workers' else '0 (no cap) or positive'}")
         for name, allowed in (("protocol", ("standard", "reference")), ("modality", ("auto", "v", "a", "av")),
-                              ("executor", ("local", "ray")), ("select", ("val", "last"))):
+                              ("executor", ("local", "ray")), ("select", ("val", "last")),
+                              ("audio_pass", ("segment", "clip"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"--{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
         if self.device.startswith("cuda"):
@@ -103,19 +109,27 @@ class BenchConfig:
         return apply_overrides(cfg, given, where="command line") if given else cfg
 
 
-def estimate_seconds(plans, n_train_per_shot: int = 8) -> float:
-    """Rough CPU estimate (2 cores, embedded backbones, measured): in-network methods ~0.15 s per
-    clip per epoch (fwd+bwd through both towers) plus evaluation, cached methods ~1.5 s per cell."""
+def estimate_one(plan, n_train_per_shot: int = 8) -> float:
+    """Rough CPU seconds of one cell (2 cores, embedded backbones, measured): in-network methods
+    ~0.15 s per clip per epoch (fwd+bwd through both towers) plus evaluation; cached-feature
+    methods ~1.5 s plus ~0.01 s per optimiser step. Used for the printed estimate and to start
+    the longest cells first when cells run in parallel."""
     from avprompt.registry import get_method
-    total = 0.0
-    for p in plans:
-        cls = get_method(p.method)
-        if cls.runs_on == "features":
-            total += 1.5
-        else:
-            epochs = p.max_epochs or 10
-            total += 0.15 * n_train_per_shot * p.shots * epochs + 3 * epochs + 5
-    return total
+    cls = get_method(plan.method)
+    cfg = cls.default_config()
+    epochs = getattr(cfg, "epochs", 10) or 10
+    if plan.max_epochs:
+        epochs = min(epochs, plan.max_epochs)
+    clips = n_train_per_shot * max(plan.shots or 0, 0)
+    if cls.runs_on == "features":
+        steps = epochs * -(-clips // max(1, getattr(cfg, "batch_size", 32) or 32)) if cls.trains else 0
+        return 1.5 + 0.01 * steps * max(1, len(getattr(cfg, "lr_search", ()) or ()))
+    return 0.15 * clips * epochs + 3 * epochs + 5
+
+
+def estimate_seconds(plans, n_train_per_shot: int = 8) -> float:
+    """Sum of ``estimate_one`` over the plans (one process)."""
+    return sum(estimate_one(p, n_train_per_shot) for p in plans)
 
 
 _WORKSPACE = None
@@ -257,7 +271,11 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
     ws = _workspace(cfg)
     for task in cfg.tasks:
         ws.index(task)
-    ws.encoders
+    audio = ws.encoders.audio
+    if cfg.audio_pass == "clip" and audio is not None and audio.clip_samples < 10 * audio.sample_rate:
+        raise ValueError(f"--audio-pass clip: the audio tower's input window is {audio.clip_samples / audio.sample_rate:g} s "
+                         f"({ws.encoders.name}), shorter than a 10 s clip; use --audio-pass segment (the "
+                         "embedded SynthAV towers were pre-trained on 1 s)")
     states = plan_states(cfg, plans, ws)
     if cfg.dry_run:
         echo(format_plan(states, skipped))
@@ -268,6 +286,9 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
         if state in ("stale", "rerun"):
             echo(f"rerun {p.task} {p.method}@{p.modality} K={p.shots} seed={p.seed}: {detail}")
     est = estimate_seconds(todo)
+    # auto: worker processes pay ~15 s of start-up each, so only sweeps of minutes use them
+    jobs = cfg.jobs or (auto_jobs(cfg.device if cfg.device != "auto" else ws.device.type) if est > 120 else 1)
+    est /= jobs if cfg.executor == "local" and len(todo) > 1 else 1
     echo(f"sweep {cfg.suite}: {len(plans)} cells ({len(plans) - len(todo)} already done, {len(todo)} to run), "
          f"tasks {','.join(cfg.tasks)}, shots {','.join(map(str, cfg.shots))}, seeds {','.join(map(str, cfg.seeds))}"
          f"{'' if not cfg.seeds_in_network else ' (in-network: ' + ','.join(map(str, cfg.seeds_in_network)) + ')'}, "
@@ -282,7 +303,11 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
     outcomes = []
     try:
         if cfg.executor == "ray":
-            outcomes = _run_ray(cfg, todo, echo)
+            outcomes = run_ray(cfg, todo, echo)
+        elif jobs > 1 and len(todo) > 1:
+            warm_feature_cache(ws, todo)  # once here, not once per worker
+            echo(f"running {len(todo)} cells on {jobs} worker processes (--jobs)")
+            outcomes = run_processes(cfg, todo, jobs, echo)
         else:
             bar = tqdm(todo, desc="cells", unit="cell", file=sys.stderr)
             for p in bar:
@@ -385,31 +410,3 @@ def summarize_store(cfg: BenchConfig, echo=print) -> dict:
     (root / "summary.md").write_text(table + "\n")
     echo(f"curves: {plot}\nsummary: {root / 'summary.csv'}, {root / 'summary.md'}")
     return {"table": table, "plot": str(plot)}
-
-
-def _run_ray(cfg: BenchConfig, todo, echo) -> list[dict]:
-    """Each cell is a Ray task (1 CPU, or 1 GPU when the device is cuda) writing to the store."""
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("--executor ray needs ray: pip install 'avprompt[ray]'") from None
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False)
-        started = True
-    gpus = 1 if cfg.device.startswith("cuda") else 0
-    remote = ray.remote(num_cpus=1, num_gpus=gpus)(execute_cell)
-    try:
-        refs = [remote.remote(cfg, p, False) for p in todo]
-        from tqdm import tqdm
-        out = []
-        with tqdm(total=len(refs), desc="cells (ray)", unit="cell", file=sys.stderr) as bar:
-            pending = list(refs)
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                out += ray.get(done)
-                bar.update(len(done))
-        return out
-    finally:
-        if started:
-            ray.shutdown()

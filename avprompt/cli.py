@@ -18,6 +18,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 backbones_app = typer.Typer(no_args_is_help=True, help="Frozen encoder architectures and weights.")
 app.add_typer(backbones_app, name="backbones")
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"avprompt {avprompt.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")) -> None:
+    """Few-shot and zero-shot audio-visual prompt learning benchmark (DG-SCT and baselines)."""
+
+
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError, NotADirectoryError, PermissionError)
 
 

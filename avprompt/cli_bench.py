@@ -35,6 +35,12 @@ def bench_command(
     out: Optional[str] = typer.Option(None, "--out", help="results store (default: runs/, a working folder; "
                                       "results/ is the committed snapshot)"),
     executor: Optional[str] = typer.Option(None, "--executor", help="local | ray"),
+    audio_pass: Optional[str] = typer.Option(None, "--audio-pass", help="segment (one audio-tower pass per "
+                                             "1 s segment, the reference) | clip (one pass per clip, each "
+                                             "segment from its own time span; cached-feature methods)"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", help="cells at once on this machine (local executor; "
+                                       "default 0 = one per CPU core, at most 4, for sweeps over ~2 min; "
+                                       "1 on a GPU)"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray address (e.g. auto)"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="cap cached-feature methods' epochs (0: none)"),
@@ -61,7 +67,7 @@ def bench_command(
         seeds_in_network=None if seeds_in_network is None else ("none" if seeds_in_network == "all"
                                                                 else _ints(seeds_in_network, "--seeds-in-network")),
         data=data, backbones=backbones, protocol=protocol, modality=modality, out=out, executor=executor,
-        address=address, device=device, max_epochs=max_epochs, max_epochs_in_network=max_epochs_in_network,
+        address=address, jobs=jobs, audio_pass=audio_pass, device=device, max_epochs=max_epochs, max_epochs_in_network=max_epochs_in_network,
         suite=suite, select=select, dry_run=dry_run or None, rerun=rerun or None,
         save_checkpoints=save_checkpoints or None)
     if set_:

@@ -51,6 +51,9 @@ def report_command(
     shots: Optional[int] = typer.Option(None, "--shots", help="Shot count of --per-class / --confusion."),
     confusion: Optional[Path] = typer.Option(None, "--confusion", help="Also write confusion matrices "
                                              "(accuracy tasks, summed over seeds) to this image."),
+    html_dir: Optional[Path] = typer.Option(None, "--html", help="Also write one self-contained page "
+                                            "(tables, curves, per-class heat maps, provenance) to "
+                                            "DIR/index.html; opens without a server."),
 ) -> None:
     """Aggregate seeds per (task, method, backbones, shots): mean, std, 95% CI (bootstrap over
     seeds and test videos where predictions are stored, else Student t), n, floor, paired
@@ -99,6 +102,11 @@ def report_command(
         if len(failed) and format != "md":
             typer.echo(f"{len(failed)} failed cell(s); rerun the suite to retry them "
                        "(--format md lists them)", err=True)
+        if html_dir is not None:
+            from avprompt.report_html import write_html
+            keep = set(df["path"])
+            page = write_html(dir, html_dir, df, [r for r in records if r.get("_path") in keep], resamples)
+            typer.echo(f"wrote {page}", err=True)
         if plot is not None:
             path = report.plot_curves(df, plot, paper=paper, metric=metric, summary=summary, branches=curves)
             typer.echo(f"wrote {path}", err=True)

@@ -107,6 +107,10 @@ class MethodConfig:
     # For reference learning rates tuned on CLIP's logit scale (100) run on towers with another
     # scale; the chosen one is recorded as a change from the reference value.
     lr_search: tuple[float, ...] = ()
+    # How the audio tower sees a clip's segments (methods that read it): "segment" = one pass per
+    # 1 s segment (the reference); "clip" = one pass over the clip, each segment pooled from its
+    # own time span (``Encoders.encode``). Needs a tower whose input window covers the clip.
+    audio_pass: str = "segment"
 
 
 class Method(nn.Module):
@@ -177,6 +181,12 @@ class Method(nn.Module):
             raise ValueError(
                 f"method {self.key!r} supports modality {'|'.join(self.supported_modalities)}, "
                 f"got {config.modality!r}: set modality= to one of them")
+        from avprompt.encoders import AUDIO_PASSES
+        if getattr(config, "audio_pass", "segment") not in AUDIO_PASSES:
+            raise ValueError(f"method {self.key!r}: audio_pass={config.audio_pass!r}; use {' or '.join(AUDIO_PASSES)}")
+        if getattr(config, "audio_pass", "segment") == "clip" and self.runs_on == "network" and "a" in config.modality:
+            raise ValueError(f"method {self.key!r}: audio_pass=clip is implemented for the frozen-feature "
+                             "methods only (in-network guidance per span is not built yet); use audio_pass=segment")
         self.encoders = encoders  # frozen; registered as a submodule so .to(device) moves it
         self.task = task
         self.config = config
@@ -292,8 +302,13 @@ class Method(nn.Module):
         return out
 
     def train(self, mode: bool = True):
-        # The frozen encoders stay in eval mode (BatchNorm statistics, SpecAugment, dropout).
-        super().train(mode)
-        if self.encoders is not None:
+        # The frozen encoders stay in eval mode (BatchNorm statistics, SpecAugment, dropout). They
+        # are skipped rather than walked: the loop switches modes twice per epoch, and walking the
+        # towers' module trees each time cost seconds per cell on cached features.
+        self.training = mode
+        for child in self.children():
+            if child is not self.encoders:
+                child.train(mode)
+        if self.encoders is not None and self.encoders.training:
             self.encoders.eval()
         return self

@@ -96,10 +96,13 @@ def plan_sweep(cfg: BenchConfig) -> tuple[list, list[tuple[str, str]]]:
         cap = cfg.max_epochs if cls.runs_on == "features" else cfg.max_epochs_in_network
         for task in cfg.tasks:
             for mod in mods:
+                opts = dict(overrides.get(key, {}))
+                if cfg.audio_pass != "segment" and cls.runs_on == "features" and "a" in mod:
+                    opts.setdefault("audio_pass", cfg.audio_pass)  # the v-only cells stay the same cells
                 for k in shots:
                     for seed in seeds:
                         cells.append(CellPlan(task, key, mod, k, seed, cfg.protocol,
-                                              dict(overrides.get(key, {})), cap, cfg.patience,
+                                              dict(opts), cap, cfg.patience,
                                               select=cfg.select))
     cells.sort(key=lambda c: (get_method(c.method).runs_on == "network", c.method, c.task, c.modality,
                               c.shots, c.seed))

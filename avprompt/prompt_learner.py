@@ -184,8 +184,18 @@ class PromptLearner(nn.Module):
         return self.text.encode_embeds(flat, ids, hook).view(*lead, self.num_classes, -1)
 
     def forward(self, hook=None) -> torch.Tensor:
-        """(K, D) unnormalised class text features from the current context."""
-        return self.encode(self.build(), hook)
+        """(K, D) unnormalised class text features from the current context.
+
+        Without gradients (evaluation) the features are kept until the context changes (its
+        tensor version moves with every optimiser step or load), so an evaluation pass runs
+        the text tower once, not once per batch."""
+        if hook is not None or torch.is_grad_enabled():
+            return self.encode(self.build(), hook)
+        key = (self.ctx.data_ptr(), self.ctx._version, self.ctx.device)
+        memo = self.__dict__.get("_eval_features")
+        if memo is None or memo[0] != key:
+            memo = self.__dict__["_eval_features"] = (key, self.encode(self.build()))
+        return memo[1]
 
 
 def build_learners(method, n_ctx: int, fit_ctx: bool = True, **kw) -> nn.ModuleDict:

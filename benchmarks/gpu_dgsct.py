@@ -1,43 +1,138 @@
-"""DG-SCT on one GPU: step time and peak memory, fp32 vs bf16 autocast vs activation checkpointing.
+"""DG-SCT training step on one GPU: fp32 / bf16 autocast x activation checkpointing of the frozen
+blocks. One JSON line per configuration: step time, peak memory, model FLOPs per step and MFU.
 
-ViT-B-32 + HTSAT-base (random weights), AVE-like task (28 classes + background), batch 2 x 10
-segments, Adam. Run as is on a machine with a CUDA GPU:
+ViT-B-16 + HTSAT-base (random weights: nothing is downloaded), AVE-like task (28 classes +
+background), batch 8 x 10 segments, DG-SCT's paper preset, Adam; the steps go through the
+product's own training loop (``avprompt.engine.loop.train``, which applies bf16 autocast on GPU
+when asked). FLOPs: ``torch.utils.flop_counter`` over one fp32 step without checkpointing (the
+model's FLOPs; recomputation is not counted as useful work), MFU = FLOPs / step time / the
+device's dense bf16 peak (table below; unknown devices print mfu null).
 
-    python benchmarks/gpu_dgsct.py [--steps 5]
+    python benchmarks/gpu_dgsct.py                 # the four configurations, < 5 minutes on an H100/H200
+    python benchmarks/gpu_dgsct.py --steps 3 --batch 4
+    python benchmarks/gpu_dgsct.py --device cpu --backbones tiny --batch 2   # a smoke run of the script
 
-Each setting runs in its own worker process (benchmarks/bench_dgsct.py), so peak memory
-(``torch.cuda.max_memory_allocated``) belongs to that setting alone.
+Without a CUDA GPU (and without ``--device cpu``) it exits with one line.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from pathlib import Path
+import time
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dgsct import FULL, run_worker  # noqa: E402
-
-SETTINGS = [("fp32", False, False), ("bf16", True, False), ("fp32 + checkpoint", False, True),
-            ("bf16 + checkpoint", True, True)]
+#: dense bf16 tensor-core peaks, FLOP/s (vendor datasheets, SXM parts)
+BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
+CONFIGS = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--segments", type=int, default=10)
-    p.add_argument("--batch", type=int, default=2)
-    args = p.parse_args()
+def _peak(name: str):
+    for key, value in BF16_PEAK.items():
+        if key in name:
+            return value
+    return None
+
+
+def build(backbones: str, batch: int, segments: int, ckpt: bool, device):
     import torch
-    if not torch.cuda.is_available():
-        raise SystemExit("gpu_dgsct.py needs a CUDA GPU; use bench_dgsct.py on CPU")
-    print(f"{torch.cuda.get_device_name(0)}  {FULL}  batch {args.batch} x {args.segments} segments")
-    print(f"{'setting':<20} {'step s':>8} {'peak MiB':>9}")
-    for name, bf16, ckpt in SETTINGS:
-        ns = argparse.Namespace(batch=args.batch, steps=args.steps, device="cuda", threads=8,
-                                bf16=bf16, checkpoint=ckpt)
-        r = run_worker(ns, FULL, args.segments, cache_text=True)
-        print(f"{name:<20} {r['step_s']:>8.3f} {r['peak_mib']:>9.0f}", flush=True)
+
+    from avprompt.dgsct.method import DGSCT
+    from avprompt.encoders import load_encoders
+    from avprompt.task import TaskSpec
+
+    torch.manual_seed(0)
+    enc = load_encoders(backbones)
+    task = TaskSpec("ave", "segment", tuple(f"class {i}" for i in range(28)), num_segments=segments)
+    model = DGSCT(enc, task, DGSCT.default_config(checkpoint_frozen=ckpt)).to(device)
+    s = enc.vision.image_size
+    g = torch.Generator().manual_seed(0)
+    b = {"frames": torch.randn(batch, segments, 3, s, s, generator=g),
+         "audio": 0.1 * torch.randn(batch, segments, enc.audio.sample_rate, generator=g),
+         "segment_labels": torch.randint(0, 29, (batch, segments), generator=g)}
+    return model, {k: v.to(device) for k, v in b.items()}
+
+
+def count_flops(model, batch) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+    model.train()
+    with FlopCounterMode(display=False) as fc:
+        model.loss(model(batch), batch).backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops()
+
+
+def run_config(args, dtype: str, ckpt: bool, device, flops: int | None) -> dict:
+    import torch
+
+    from avprompt.engine import loop
+
+    model, batch = build(args.backbones, args.batch, args.segments, ckpt, device)
+    cuda = device.type == "cuda"
+    if dtype == "fp32" and cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False  # plain fp32: the reference computation
+        torch.backends.cudnn.allow_tf32 = False
+    autocast = loop.autocast
+    if dtype == "fp32":
+        loop.autocast = lambda dev: torch.autocast(dev.type, enabled=False)
+    try:
+        loop.train(model, lambda e: [batch], None, 2, device)  # warm-up: kernels, allocator, Adam state
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        report = loop.train(model, lambda e: [batch] * args.steps, None, 1, device)
+        if cuda:
+            torch.cuda.synchronize()
+        step = (time.perf_counter() - t0) / report.steps
+    finally:
+        loop.autocast = autocast
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
+    bf16_peak = _peak(name) if cuda else None
+    out = {"device": name, "backbones": args.backbones, "batch": args.batch, "segments": args.segments,
+           "dtype": dtype, "checkpoint_frozen": ckpt, "step_s": round(step, 4),
+           "peak_mib": None if peak is None else round(peak), "flops_per_step": flops,
+           "tflops_per_s": None if not flops else round(flops / step / 1e12, 2),
+           "mfu": None if not (flops and bf16_peak) else round(flops / step / bf16_peak, 4)}
+    model = batch = None  # free the GPU memory before the next configuration
+    if cuda:
+        torch.cuda.empty_cache()
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbones", default="clip=ViT-B-16,clap=HTSAT-base")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--segments", type=int, default=10)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--device", default="cuda")
+    args = p.parse_args(argv)
+    import torch
+
+    import avprompt  # noqa: F401  (offline hub before laion_clap)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("gpu_dgsct.py: no CUDA GPU visible to torch; run it on a GPU machine "
+              "(benchmarks/bench_dgsct.py measures the CPU)", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    model, batch = build(args.backbones, args.batch, args.segments, False, device)
+    try:
+        flops = count_flops(model, batch)
+    except torch.OutOfMemoryError:
+        flops = None
+    del model, batch
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    for dtype, ckpt in CONFIGS:
+        try:
+            row = run_config(args, dtype, ckpt, device, flops)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            row = {"dtype": dtype, "checkpoint_frozen": ckpt, "error": "out of memory"}
+        print(json.dumps(row), flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

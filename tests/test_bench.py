@@ -141,3 +141,36 @@ def test_ddp_gloo_two_processes_match_single_process(tiny_world, tmp_path):
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     # training changed the adapter (the comparison is not between two untouched inits)
+
+
+def test_worker_processes_give_the_serial_results(tiny_world, tmp_path, monkeypatch):
+    """--jobs 2 runs cells in two spawned processes: same cells, same metrics as one process."""
+    monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
+    from avprompt.bench import BenchConfig, run_bench
+    base = dict(shots=[1, 2], seeds=[1], tasks=["ave-cls"], methods="linear-probe,coop", modality="v",
+                backbones="tiny", synth_size="tiny", max_epochs=2)
+    lines = []
+    par = run_bench(BenchConfig(**base, out=str(tmp_path / "par"), jobs=2), echo=lines.append)
+    ser = run_bench(BenchConfig(**base, out=str(tmp_path / "ser"), jobs=1), echo=lambda *_: None)
+    assert par["ran"] == ser["ran"] == 4 and par["failed"] == 0
+    assert any("2 worker processes" in str(x) for x in lines)
+
+    def metrics(root):
+        return {p.relative_to(root).as_posix(): json.loads(p.read_text())["metrics"]["primary"]
+                for p in root.rglob("seed*.json")}
+    a, b = metrics(tmp_path / "par"), metrics(tmp_path / "ser")
+    assert a.keys() == b.keys() and len(a) == 4
+    for k in a:
+        assert a[k] == pytest.approx(b[k], abs=1e-6), k
+    assert not [p for p in (tmp_path / "par").rglob("*") if p.suffix in (".tmp", ".claim")]
+
+
+def test_auto_jobs_and_longest_cells_first():
+    from avprompt.bench import estimate_one
+    from avprompt.engine.cell import CellPlan
+    from avprompt.engine.executors import auto_jobs, order_for_workers
+    assert auto_jobs("cuda:0", 16) == 1 and auto_jobs("cpu", 2) == 2 and auto_jobs("cpu", 64) == 4
+    plans = [CellPlan("ave", "linear-probe", "v", 16, 1), CellPlan("ave", "dg-sct", "av", 1, 1, max_epochs=4),
+             CellPlan("ave", "dg-sct", "av", 16, 1, max_epochs=4)]
+    order = order_for_workers(plans, estimate_one)
+    assert [(p.method, p.shots) for p in order] == [("dg-sct", 16), ("dg-sct", 1), ("linear-probe", 16)]

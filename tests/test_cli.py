@@ -40,3 +40,9 @@ def test_unknown_method_pattern_and_unknown_option_are_one_line_errors():
     assert p.returncode == 2 and p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
     p = subprocess.run([sys.executable, "-m", "avprompt.cli", "methods", "--nope"], capture_output=True, text=True, env=env)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "--nope" in p.stderr
+
+
+def test_version_flag_prints_the_package_version():
+    import avprompt
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"avprompt {avprompt.__version__}"

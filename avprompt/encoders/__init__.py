@@ -12,6 +12,10 @@ from avprompt.encoders.factory import BackboneSpec, TowerSpec, build_clap, build
 from avprompt.encoders.weights import weights_fingerprint
 
 
+#: how the audio tower sees a clip's T segments: one pass each, or one pass over the clip
+AUDIO_PASSES = ("segment", "clip")
+
+
 class Encoders(nn.Module):
     """The frozen vision and audio towers (either may be None for single-modality use)."""
 
@@ -50,10 +54,18 @@ class Encoders(nn.Module):
         return t
 
     @torch.no_grad()
-    def encode(self, batch: dict, modality: str) -> torch.Tensor:
-        """Frozen pooled embeddings (B, T, D) of frames (B, T, 3, H, W) or audio (B, T, S)."""
+    def encode(self, batch: dict, modality: str, audio_pass: str = "segment") -> torch.Tensor:
+        """Frozen pooled embeddings (B, T, D) of frames (B, T, 3, H, W) or audio (B, T, S).
+
+        ``audio_pass``: "segment" encodes each 1 s audio segment on its own (the reference);
+        "clip" encodes the T segments as one clip in a single pass and gives each segment the
+        embedding of its own time span (``AudioTower.encode_spans``)."""
+        if audio_pass not in AUDIO_PASSES:
+            raise ValueError(f"audio_pass={audio_pass!r}: use {' or '.join(AUDIO_PASSES)}")
         x = batch["frames"] if modality == "v" else batch["audio"]
         b, t = x.shape[:2]
+        if modality == "a" and audio_pass == "clip":
+            return self.tower("a").encode_spans(x.flatten(1), t)
         return self.tower(modality).encode(x.flatten(0, 1)).view(b, t, -1)
 
 
@@ -70,4 +82,4 @@ def load_encoders(spec: str | BackboneSpec = "synthav", modalities: str = "va",
     return Encoders(vision, audio, spec)
 
 
-__all__ = ["BackboneSpec", "Encoders", "TowerSpec", "build_clap", "build_clip", "load_encoders"]
+__all__ = ["AUDIO_PASSES", "BackboneSpec", "Encoders", "TowerSpec", "build_clap", "build_clip", "load_encoders"]

@@ -181,8 +181,10 @@ class AudioTower(FrozenTower):
             x = x + h.absolute_pos_embed
         return h.pos_drop(x)
 
-    def project(self, tokens):
-        """Final tokens -> HTS-AT's clip embedding (its 'embedding' output) -> audio_projection."""
+    def time_grid(self, tokens):
+        """Final tokens (N, H*W, C) -> (N, C, F, P): HTS-AT's grid with its time axis unfolded
+        (the spectrogram's time is cut into ``freq_ratio`` chunks stacked along frequency; P =
+        freq_ratio * W positions in time order, each covering 1/P of the tower's input)."""
         h = self.model.audio_branch
         x = h.norm(tokens)
         n, _, c = x.shape
@@ -191,8 +193,37 @@ class AudioTower(FrozenTower):
         st = frames // (2 ** (len(h.depths) - 1)) // h.patch_stride[1]
         x = x.permute(0, 2, 1).reshape(n, c, sf, st)
         c_freq_bin = sf // h.freq_ratio
-        x = x.reshape(n, c, sf // c_freq_bin, c_freq_bin, st).permute(0, 1, 3, 2, 4).reshape(n, c, c_freq_bin, -1)
+        return x.reshape(n, c, sf // c_freq_bin, c_freq_bin, st).permute(0, 1, 3, 2, 4).reshape(n, c, c_freq_bin, -1)
+
+    def project(self, tokens):
+        """Final tokens -> HTS-AT's clip embedding (its 'embedding' output) -> audio_projection."""
+        h = self.model.audio_branch
+        x = self.time_grid(tokens)
         latent = torch.flatten(h.avgpool(torch.flatten(x, 2)), 1)  # (N, C)
+        return self.model.audio_projection(latent)
+
+    def encode_spans(self, wave: torch.Tensor, spans: int) -> torch.Tensor:
+        """One pass over a whole clip, one embedding per time span: (N, S) -> (N, spans, D).
+
+        ``audio_pass="clip"``: span t (samples [t S/spans, (t+1) S/spans)) gets HTS-AT's pooled
+        embedding restricted to the time positions it covers (weighted by overlap), through the
+        same projection; ``spans=1`` is exactly ``encode``. The clip must fit the tower's input
+        window (``clip_samples``); a shorter clip is fitted as in ``encode`` and its spans map onto
+        the part of the window the clip occupies."""
+        n, s = wave.shape
+        if s > self.clip_samples:
+            raise ValueError(f"audio_pass=clip: the clip ({s / self.sample_rate:g} s) is longer than the audio "
+                             f"tower's input window ({self.clip_samples / self.sample_rate:g} s, {self.arch}); "
+                             "use audio_pass=segment")
+        fitted = self.fit_length(wave).shape[1]
+        x = self.time_grid(run_blocks(self.blocks, self.embed(wave)))  # (N, C, F, P)
+        P = x.shape[-1]
+        pos = torch.arange(P + 1, dtype=torch.float64) * fitted / P  # position edges, in samples
+        edge = torch.arange(spans + 1, dtype=torch.float64) * s / spans  # span edges
+        overlap = (torch.minimum(pos[None, 1:], edge[1:, None]) - torch.maximum(pos[None, :-1], edge[:-1, None]))
+        w = overlap.clamp(min=0)
+        w = (w / w.sum(1, keepdim=True)).to(x.dtype)  # (spans, P), rows sum to 1
+        latent = torch.einsum("ncfp,tp->ntc", x, w) / x.shape[2]  # mean over F, span-weighted over P
         return self.model.audio_projection(latent)
 
     @property

@@ -48,12 +48,18 @@ def _batches(ws, task_name, task, method, records, shuffle_seed=None, batch_size
     """Iterator factory of method batches (features for methods that run on features, clips otherwise)."""
     bs = batch_size or method.config.batch_size
     mods = "".join(method.modalities)
+    if method.runs_on == "features":
+        # one cache lookup for the whole set (a lookup hashes the tower's identity), then rows per batch
+        row = {id(r): i for i, r in enumerate(records)}
+        feats = {m: ws.features(task_name, m, records, audio_pass=method.config.audio_pass)
+                 for m in mods} if records else {}
 
     def make(chunk):
         b = target_tensors(task, chunk)
         if method.runs_on == "features":
+            idx = torch.tensor([row[id(r)] for r in chunk], dtype=torch.long)
             for m in mods:
-                b["feat_" + m] = ws.features(task_name, m, chunk)
+                b["feat_" + m] = feats[m][idx]
         else:
             b.update(ws.clips(task_name).inputs(chunk, mods))
         return b
@@ -63,7 +69,7 @@ def _batches(ws, task_name, task, method, records, shuffle_seed=None, batch_size
 def _feature_set(ws, task_name, task, method, records) -> dict:
     out = target_tensors(task, records)
     for m in method.modalities:
-        out["feat_" + m] = ws.features(task_name, m, records)
+        out["feat_" + m] = ws.features(task_name, m, records, audio_pass=method.config.audio_pass)
     return out
 
 

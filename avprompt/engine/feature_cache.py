@@ -81,10 +81,10 @@ def tower_identity(tower) -> dict:
     return ident
 
 
-def encode_clips(encoders, modality: str, batches: Iterable[dict]) -> torch.Tensor:
+def encode_clips(encoders, modality: str, batches: Iterable[dict], audio_pass: str = "segment") -> torch.Tensor:
     """Encode batches of clips (``frames`` (B, T, 3, H, W) or ``audio`` (B, T, S)) -> (N, T, D)
     float32 on the CPU, in batch order (the frozen encoders' ``encode``, no gradients)."""
-    out = [encoders.encode(b, modality).float().cpu() for b in batches]
+    out = [encoders.encode(b, modality, audio_pass=audio_pass).float().cpu() for b in batches]
     if not out:
         raise ValueError("encode_clips: no batches to encode")
     return torch.cat(out)
@@ -148,13 +148,16 @@ class FeatureCache:
     # ----- lookups ---------------------------------------------------------------------------
     def get_or_compute(self, encoders, modality: str, clip_ids: list[str],
                        loader_fn: Callable[[list[str]], Iterable[dict]], dataset: str = "",
-                       preprocessing: dict | None = None) -> torch.Tensor:
+                       preprocessing: dict | None = None, audio_pass: str = "segment") -> torch.Tensor:
         """Features (N, T, D) float32 of ``clip_ids`` (in that order), encoding only the misses.
 
         ``loader_fn(missing_ids)`` yields batches (dicts with ``frames`` (B, T, 3, H, W) or
         ``audio`` (B, T, S)) covering exactly ``missing_ids`` in order; it is not called when
-        every clip is cached.
+        every clip is cached. ``audio_pass="clip"`` (audio only) encodes each clip in one pass
+        (``Encoders.encode``); it is part of the key.
         """
+        if modality == "a" and audio_pass != "segment":
+            preprocessing = {**(preprocessing or {}), "audio_pass": audio_pass}
         info = self.key_info(encoders, modality, dataset, preprocessing)
         key = _hash(info)
         folder = self._folder(dataset, modality, key)
@@ -176,7 +179,7 @@ class FeatureCache:
         self.stats["hits"] += len(found)
         self.stats["misses"] += len(missing)
         if missing:
-            feats = encode_clips(encoders, modality, loader_fn(missing))
+            feats = encode_clips(encoders, modality, loader_fn(missing), audio_pass if modality == "a" else "segment")
             if feats.shape[0] != len(missing):
                 raise ValueError(f"feature cache: loader_fn returned {feats.shape[0]} clips for "
                                  f"{len(missing)} requested ids; it must yield exactly the ids it is given")

@@ -186,7 +186,7 @@ class Workspace:
         self.clips(task)
         return self._bad[self.index(task).name]
 
-    def features(self, task: str, modality: str, records) -> torch.Tensor:
+    def features(self, task: str, modality: str, records, audio_pass: str = "segment") -> torch.Tensor:
         """Frozen pooled features (N, T, D) of ``records``: each clip is encoded once per backbone
         and preprocessing, kept on disk (``engine.feature_cache``) and reused by every method,
         shot count and seed; keyed by the data location too, so two datasets named "ave" never
@@ -210,4 +210,5 @@ class Workspace:
 
         return self._fc.get_or_compute(self.encoders, modality, [self._feature_id(r) for r in records], loader,
                                        dataset=f"{self.data_id}/{index.name}",
-                                       preprocessing={"segments": 10, "frame_rule": "segment centre"})
+                                       preprocessing={"segments": 10, "frame_rule": "segment centre"},
+                                       audio_pass=audio_pass)

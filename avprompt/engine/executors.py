@@ -1,0 +1,129 @@
+"""Where a sweep's cells run: in this process, in local worker processes, or on Ray.
+
+Every executor calls the same ``bench.execute_cell`` (claim, run, record atomically), so a cell's
+JSON does not depend on where it ran. ``run_processes`` is the local default on a multi-core CPU:
+the cells of the embedded world are small (matrices of tens to hundreds of rows), which two
+threads of one process share poorly, while two processes with one thread each keep both cores
+busy; the measured gain is in ``benchmarks/README.md``. Float sums may round differently with a
+different thread count, so a cell rerun with another ``--jobs`` agrees to float precision, not
+bit for bit.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+
+def auto_jobs(device: str, cpu_count: int | None = None) -> int:
+    """Cells at once: one per core on CPU (at most 4: memory, and more processes than cores only
+    add switching); one on a GPU (a cell already fills it)."""
+    if device.startswith("cuda"):
+        return 1
+    n = cpu_count or os.cpu_count() or 1
+    return max(1, min(4, n))
+
+
+def order_for_workers(plans, estimate) -> list:
+    """Longest cells first (``estimate(plan)`` seconds), so no worker is left with a long tail."""
+    return sorted(plans, key=lambda p: -estimate(p))
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+    torch.set_num_threads(threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _run_one(cfg, plan):
+    from avprompt.bench import execute_cell
+    return execute_cell(cfg, plan, show_progress=False)
+
+
+def run_processes(cfg, todo, jobs: int, echo=print) -> list[dict]:
+    """Run ``todo`` on ``jobs`` spawned worker processes, ``cores // jobs`` torch threads each.
+
+    Returns the outcomes in completion order. A ``StoreWriteError`` in a worker stops the sweep
+    (finished cells stay written); Ctrl-C cancels the cells not yet started."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from tqdm import tqdm
+
+    from avprompt.bench import estimate_one
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    plans = order_for_workers(todo, estimate_one)
+    out = []
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads,))
+    try:
+        pending = {pool.submit(_run_one, cfg, p): p for p in plans}
+        with tqdm(total=len(pending), desc=f"cells ({jobs} processes)", unit="cell", file=sys.stderr) as bar:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    p = pending.pop(fut)
+                    out.append(fut.result())
+                    bar.set_postfix_str(f"{p.task} {p.method}@{p.modality} K={p.shots} s={p.seed}")
+                    bar.update(1)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return out
+
+
+def run_ray(cfg, todo, echo=print) -> list[dict]:
+    """Each cell is a Ray task (1 CPU, or 1 GPU when the device is cuda) writing to the store."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--executor ray needs ray: pip install 'avprompt[ray]'") from None
+    from avprompt.bench import execute_cell
+
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=cfg.address, include_dashboard=False, log_to_driver=False)
+        started = True
+    gpus = 1 if cfg.device.startswith("cuda") else 0
+    remote = ray.remote(num_cpus=1, num_gpus=gpus)(execute_cell)
+    try:
+        refs = [remote.remote(cfg, p, False) for p in todo]
+        from tqdm import tqdm
+        out = []
+        with tqdm(total=len(refs), desc="cells (ray)", unit="cell", file=sys.stderr) as bar:
+            pending = list(refs)
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                out += ray.get(done)
+                bar.update(len(done))
+        return out
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def warm_feature_cache(ws, todo) -> None:
+    """Encode, in this process, the clips the cached-feature cells of ``todo`` will read (their
+    splits' train, validation and test clips), so parallel workers only read the cache instead of
+    each encoding the same clips at the same time."""
+    from avprompt.data.splits import make_split
+    from avprompt.registry import get_method
+
+    needed: dict[str, tuple[set, set]] = {}
+    for p in todo:
+        if get_method(p.method).runs_on != "features":
+            continue
+        mods, ids = needed.setdefault(p.task, (set(), set()))
+        mods.update(m for m in ("v", "a") if m in p.modality)
+        with warnings.catch_warnings():  # split notes (a class short of K) are the cell's to record
+            warnings.simplefilter("ignore")
+            split = make_split(ws.index(p.task), p.task, p.protocol, shots=p.shots, seed=p.seed)
+        ids.update(split.train, split.val, split.test)
+    for task, (mods, ids) in needed.items():
+        bad = ws.bad_clips(task)
+        records = [r for r in ws.index(task).records if r.clip_id in ids and r.clip_id not in bad]
+        for m in sorted(mods):
+            if records:
+                ws.features(task, m, records)

@@ -1,0 +1,83 @@
+"""audio_pass=clip: one audio-tower pass per clip, each segment pooled from its own time span.
+
+Built on a real-size HTS-AT-tiny (random weights; laion-clap's 10 s, 48 kHz input window): the
+only tower here whose window covers a 10 s clip."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def htsat():
+    from avprompt.encoders import load_encoders
+    return load_encoders("clap=HTSAT-tiny", modalities="a")
+
+
+def _tone_then_noise() -> torch.Tensor:
+    """10 s: a 440 Hz tone for 5 s, then white noise for 5 s -> (1, 10, RATE)."""
+    t = torch.arange(5 * RATE) / RATE
+    tone = 0.3 * torch.sin(2 * math.pi * 440 * t)
+    noise = 0.3 * torch.randn(5 * RATE, generator=torch.Generator().manual_seed(0))
+    return torch.cat([tone, noise]).view(1, 10, RATE)
+
+
+def test_one_span_is_the_clip_embedding(htsat):
+    wave = _tone_then_noise().flatten(1)
+    tower = htsat.audio
+    with torch.no_grad():
+        assert torch.allclose(tower.encode_spans(wave, 1)[:, 0], tower.encode(wave), atol=1e-5)
+
+
+def test_each_segment_gets_its_own_span(htsat):
+    """A clip whose sound changes at 5 s: segments on the same side are closer than across it."""
+    feats = htsat.encode({"audio": _tone_then_noise()}, "a", audio_pass="clip")[0]
+    assert feats.shape[0] == 10
+    # random weights: every embedding shares a large common part; compare what differs
+    feats = F.normalize(feats - feats.mean(0), dim=-1)
+    sim = feats @ feats.T
+    within = (sim[:5, :5].sum() - 5 + sim[5:, 5:].sum() - 5) / 40
+    across = sim[:5, 5:].mean()
+    assert within > 0.3 and across < -0.3, (float(within), float(across))
+    assert sim[2, 3] > sim[3, 7]  # both tone vs tone / noise
+
+
+def test_clip_pass_costs_a_fraction_of_the_segment_passes(htsat):
+    from torch.utils.flop_counter import FlopCounterMode
+    batch = {"audio": _tone_then_noise()}
+    flops = {}
+    for mode in ("segment", "clip"):
+        with FlopCounterMode(display=False) as fc:
+            htsat.encode(batch, "a", audio_pass=mode)
+        flops[mode] = fc.get_total_flops()
+    assert flops["segment"] / flops["clip"] >= 5, flops
+
+
+def test_a_tower_shorter_than_the_clip_is_a_clear_error():
+    from avprompt.encoders import load_encoders
+    enc = load_encoders("tiny", modalities="a")  # a 1 s window
+    with pytest.raises(ValueError, match="audio_pass=segment"):
+        enc.encode({"audio": torch.zeros(1, 10, enc.audio.sample_rate)}, "a", audio_pass="clip")
+    with pytest.raises(ValueError, match="segment or clip"):
+        enc.encode({"audio": torch.zeros(1, 10, enc.audio.sample_rate)}, "a", audio_pass="whole")
+
+
+def test_in_network_methods_refuse_clip_and_the_sweep_refuses_a_short_tower(tiny_world, tmp_path, monkeypatch):
+    from avprompt.bench import BenchConfig, run_bench
+    from avprompt.encoders import load_encoders
+    from avprompt.registry import get_method
+    from avprompt.task import TaskSpec
+    cls = get_method("dg-sct")
+    task = TaskSpec("ave", "segment", ("a", "b"), num_segments=2)
+    with pytest.raises(ValueError, match="audio_pass=clip is implemented for the frozen-feature"):
+        cls(load_encoders("tiny"), task, cls.default_config(audio_pass="clip"))
+    monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
+    cfg = BenchConfig(shots=[1], seeds=[1], tasks=["ave"], methods="zeroshot-clap", backbones="tiny",
+                      synth_size="tiny", out=str(tmp_path / "o"), audio_pass="clip")
+    with pytest.raises(ValueError, match="--audio-pass clip: the audio tower's input window is 1 s"):
+        run_bench(cfg, echo=lambda *_: None)
