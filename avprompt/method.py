@@ -227,6 +227,11 @@ class Method(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def param_groups(self) -> list[dict]:
+        """Optimiser groups for the training loop: ``{"params", "lr_scale"}`` (the schedule's lr
+        times ``lr_scale``). Default: one group of every trainable parameter at scale 1."""
+        return [{"params": self.trainable_parameters(), "lr_scale": 1.0}]
+
     #: config fields whose pre-training value a zero-shot transfer keeps unless the user sets them
     #: (values a method otherwise resolves from the target task, e.g. DG-SCT's gamma by task level)
     carried_at_transfer: tuple[str, ...] = ()

@@ -42,8 +42,15 @@ class CoCoOpConfig(PromptConfig):
     batch_size: int = 1
     epochs: int = 10
     condition: str = "segment"  # segment | video
-    chunk_size: int = 16  # samples per batched text-encoder call (each brings K prompts); 0 = all
+    # samples per batched text-encoder call (each brings K prompts); 0 = all. 4: peak memory 3.7x
+    # CoOp's at batch 8 x 10 segments and K=29, and faster than 16 on CPU (benchmarks/README.md)
+    chunk_size: int = 4
     checkpoint: bool = True  # recompute chunk activations in backward (memory), same gradients
+    # "logit": each branch's lr x (100 / its tower's logit scale). The reference lr is tuned on
+    # CLIP's scale (100); the gradient reaching the context is proportional to the scale, so
+    # on a tower with scale s the same step needs lr x 100/s (the SynthAV towers: ~15-16, so
+    # ~x6.5). "none": the reference lr on every tower.
+    lr_scale: str = "logit"
 
 
 class MetaNet(nn.Sequential):
@@ -75,6 +82,19 @@ class CoCoOp(Method):
         for m in self.modalities:
             self.register_buffer(f"scale_{m}", encoders.tower(m).logit_scale.detach().clone(),
                                  persistent=False)
+        if config.lr_scale not in ("logit", "none"):
+            raise ValueError(f"method cocoop: lr_scale={config.lr_scale!r}; use logit|none")
+        self.lr_scales = {m: (100.0 / float(getattr(self, f"scale_{m}")) if config.lr_scale == "logit" else 1.0)
+                          for m in self.modalities}
+        for m, s in self.lr_scales.items():
+            self.record_change("lr", config.lr, round(config.lr * s, 6),
+                               f"x{s:.2f} = 100 / the tower's logit scale ({100 / s:.1f}): the reference lr is "
+                               "tuned on CLIP's scale 100 (lr_scale=none keeps it)", branch=m)
+
+    def param_groups(self) -> list[dict]:
+        """One group per branch (its context and meta-net) at that branch's lr scale."""
+        return [{"params": [p for p in (*self.prompt_learners[m].parameters(), *self.meta_nets[m].parameters())
+                            if p.requires_grad], "lr_scale": self.lr_scales[m]} for m in self.modalities]
 
     def _chunk_text(self, m: str, shift: torch.Tensor) -> torch.Tensor:
         """(n, W) offsets -> (n, K, D) L2-normalised conditioned class features (one text pass)."""

@@ -97,7 +97,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=4, help="videos per step (B)")
     p.add_argument("--segments", type=int, default=10, help="segments per video (T)")
     p.add_argument("--classes", type=int, default=28, help="event classes (plus background)")
-    p.add_argument("--chunk", type=int, default=8, help="samples per text pass for cocoop-chunked")
+    p.add_argument("--chunk", type=int, default=4, help="samples per text pass for cocoop-chunked "
+                   "(CoCoOp's default chunk_size)")
     p.add_argument("--steps", type=int, default=3, help="timed steps after the measured one")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--variant", choices=VARIANTS, help="run one variant in-process and print JSON")

@@ -46,3 +46,15 @@ def test_version_flag_prints_the_package_version():
     import avprompt
     r = CliRunner().invoke(app, ["--version"])
     assert r.exit_code == 0 and r.output.strip() == f"avprompt {avprompt.__version__}"
+
+
+def test_python_api_runs_a_sweep_and_returns_frames(tiny_world, tmp_path, monkeypatch):
+    monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
+    import avprompt
+    out = avprompt.bench(tasks=["ave-cls"], methods="zeroshot-clip,linear-probe", modality="v", shots=[1],
+                         seeds=[1], backbones="tiny", synth_size="tiny", out=str(tmp_path / "r"), echo=lambda *_: None)
+    assert out["ran"] == 2 and out["failed"] == 0
+    df = avprompt.results_frame(tmp_path / "r")
+    assert sorted(df["method_id"]) == ["linear-probe@v", "zeroshot-clip@v"] and df["primary"].notna().all()
+    summ = avprompt.summary_frame(tmp_path / "r", resamples=100)
+    assert {"mean", "ci_lo", "ci_hi", "n"} <= set(summ.columns)

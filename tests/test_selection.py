@@ -18,7 +18,7 @@ VID = TaskSpec("ave-cls", "video", ("dog bark", "car horn", "violin"), num_segme
 def _method(encoders, seed=0, **overrides):
     cls = discover()["clip-adapter"]
     torch.manual_seed(seed)
-    return cls(encoders, VID, cls.default_config(modality="v", warmup_epochs=0, lr=0.5, **overrides))
+    return cls(encoders, VID, cls.default_config(**{"modality": "v", "warmup_epochs": 0, "lr": 0.5, **overrides}))
 
 
 def _batches(encoders, batch_factory):
@@ -106,3 +106,47 @@ def test_lr_search_never_reads_test_and_batch_fits_the_training_set(tiny_world, 
     if chosen["multiplier"] != 1.0:
         assert changes["lr"]["used"] == pytest.approx(chosen["lr"])
     assert out["config"]["select"] == "val" and out["extra"]["history"][0]["epoch"] == -1
+
+
+def test_a_selected_warm_up_epoch_is_marked_did_not_learn(tiny_encoders, batch_factory):
+    m = _method(tiny_encoders, warmup_epochs=1, warmup_lr=1e-5)
+    vals = iter([50.0, 60.0, 40.0, 30.0])  # initial, warm-up epoch best, then worse trained epochs
+    report = loop.train(m, _batches(tiny_encoders, batch_factory), lambda: next(vals), 3, torch.device("cpu"))
+    assert report.best_epoch == 0 and report.warmup_epochs == 1 and report.did_not_learn
+    vals = iter([50.0, 50.0, 70.0, 30.0])  # a trained epoch wins: learned
+    m = _method(tiny_encoders, warmup_epochs=1, warmup_lr=1e-5)
+    report = loop.train(m, _batches(tiny_encoders, batch_factory), lambda: next(vals), 3, torch.device("cpu"))
+    assert report.best_epoch == 1 and not report.did_not_learn
+
+
+def test_cocoop_scales_each_branch_lr_by_its_towers_logit_scale(tiny_encoders, batch_factory):
+    cls = discover()["cocoop"]
+    seg = TaskSpec("ave", "segment", ("dog bark", "car horn"), num_segments=3)
+    m = cls(tiny_encoders, seg, cls.default_config(modality="av", warmup_epochs=0, epochs=1, lr=1e-3))
+    groups = m.param_groups()
+    scales = {mod: 100.0 / float(tiny_encoders.tower(mod).logit_scale) for mod in ("v", "a")}
+    assert [g["lr_scale"] for g in groups] == pytest.approx([scales["v"], scales["a"]])
+    # the groups cover every trainable parameter exactly once
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in m.trainable_parameters())
+    # what ran is recorded per branch, and the loop steps each branch at its own lr
+    ran = m.effective_config()["lr"]  # one value when both towers have the same scale, else per branch
+    for mod in ("v", "a"):
+        assert (ran[mod] if isinstance(ran, dict) else ran) == pytest.approx(1e-3 * scales[mod], rel=1e-4)
+    assert any(c["field"] == "lr" and "logit scale" in c["reason"] for c in m.reference_changes())
+    opt_lrs = []
+    real = loop.build_optimizer
+
+    def spy(params, cfg):
+        opt = real(params, cfg)
+        opt_lrs.append(opt)
+        return opt
+    batch = batch_factory(tiny_encoders, seg, batch_size=2, seed=1)
+    try:
+        loop.build_optimizer = spy
+        loop.train(m, lambda e: [batch], None, 1, torch.device("cpu"))
+    finally:
+        loop.build_optimizer = real
+    assert [g["lr"] for g in opt_lrs[0].param_groups] == pytest.approx([1e-3 * scales["v"], 1e-3 * scales["a"]])
+    none = cls(tiny_encoders, seg, cls.default_config(modality="v", lr_scale="none"))
+    assert none.param_groups()[0]["lr_scale"] == 1.0 and none.effective_config()["lr"] == none.config.lr

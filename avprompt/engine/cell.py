@@ -180,8 +180,12 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
             "dataset": ws.data_id, "backbone": ws.encoders.name, "protocol": plan.protocol,
             "fitted": fitted, "history": report.history, "best_epoch": report.best_epoch,
             "select": plan.select, "initial_val": report.initial_val,
-            **({"did_not_learn": "the initial state (before any update) scored best on validation "
-                                 f"({report.initial_val:.1f}); no epoch beat it"} if report.did_not_learn else {}),
+            **({"did_not_learn": ("the initial state (before any update) scored best on validation "
+                                  f"({report.initial_val:.1f}); no epoch beat it") if report.best_epoch < 0 else
+                                 (f"the selected epoch ({report.best_epoch}) is a warm-up epoch at lr "
+                                  f"{getattr(cfg, 'warmup_lr', 0):g}, which leaves the model at its initial state "
+                                  f"(validation {report.best_val:.1f} vs {report.initial_val:.1f} before any "
+                                  "update); no trained epoch beat it")} if report.did_not_learn else {}),
             **({"lr_search": lr_search} if lr_search else {}),
             "timings": {"train_s": report.train_s, "eval_s": eval_s,
                         "wall_s": time.perf_counter() - t_wall},

@@ -32,14 +32,17 @@ class TrainReport:
     steps: int = 0
     initial_val: float = float("nan")
     select: str = "val"
+    warmup_epochs: int = 0  # epochs run at the constant warm-up lr (CoOp's recipe: 1e-5)
 
     @property
     def did_not_learn(self) -> bool:
-        """The selected state is the initial one (evaluated before any update)."""
-        return self.select == "val" and self.best_epoch == -1 and self.epochs_run > 0
+        """The selected state is the initial one (evaluated before any update) or a warm-up
+        epoch's, whose steps at the warm-up lr (1e-5) leave the model where it started."""
+        return self.select == "val" and self.best_epoch < self.warmup_epochs and self.epochs_run > 0
 
 
 def build_optimizer(params: list, cfg) -> torch.optim.Optimizer:
+    """``params``: tensors, or param-group dicts whose ``lr_scale`` multiplies the schedule's lr."""
     name = cfg.optimizer.lower()
     if name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -135,14 +138,16 @@ def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Call
     A non-finite loss raises FloatingPointError (the cell is then recorded as failed).
     """
     cfg = method.config
-    params = method.trainable_parameters()
+    groups = method.param_groups()
+    params = [p for g in groups for p in g["params"]]
     report = TrainReport()
     if epochs <= 0 or not params:
         return report
+    report.warmup_epochs = cfg.warmup_epochs if epochs > cfg.warmup_epochs else 0
     if select not in ("val", "last"):
         raise ValueError(f"select={select!r}: use val or last")
     report.select = select
-    opt = build_optimizer(params, cfg)
+    opt = build_optimizer(groups, cfg)
     model = _ddp(method)
     best_state, since_best = None, 0
     t0 = time.perf_counter()
@@ -153,7 +158,7 @@ def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Call
         report.history.append({"epoch": -1, "loss": float("nan"), "lr": 0.0, "val": report.initial_val})
     for epoch in range(epochs):
         for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, epoch, epochs)
+            group["lr"] = lr_at(cfg, epoch, epochs) * group.get("lr_scale", 1.0)
         method.train()
         method.start_epoch(epoch)
         losses = []
