@@ -11,12 +11,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 __version__ = "0.1.0"
 
 
-def bench(**options):
-    """Run a sweep from Python (the options of ``BenchConfig``, as ``avprompt bench`` takes them)
+def sweep(**options):
+    """(Named ``sweep``: ``avprompt.bench`` is the module.) Run a sweep from Python (the options of ``BenchConfig``, as ``avprompt bench`` takes them)
     and return its outcome dict (counts, table, plot path)::
 
         import avprompt
-        avprompt.bench(tasks=["ave"], methods="linear-probe,zeroshot-*", shots=[1, 4], out="runs")
+        avprompt.sweep(tasks=["ave"], methods="linear-probe,zeroshot-*", shots=[1, 4], out="runs")
         df = avprompt.results_frame("runs")   # one row per cell: keys, metrics, timings
     """
     from avprompt.bench import BenchConfig, run_bench

@@ -51,7 +51,7 @@ def test_version_flag_prints_the_package_version():
 def test_python_api_runs_a_sweep_and_returns_frames(tiny_world, tmp_path, monkeypatch):
     monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
     import avprompt
-    out = avprompt.bench(tasks=["ave-cls"], methods="zeroshot-clip,linear-probe", modality="v", shots=[1],
+    out = avprompt.sweep(tasks=["ave-cls"], methods="zeroshot-clip,linear-probe", modality="v", shots=[1],
                          seeds=[1], backbones="tiny", synth_size="tiny", out=str(tmp_path / "r"), echo=lambda *_: None)
     assert out["ran"] == 2 and out["failed"] == 0
     df = avprompt.results_frame(tmp_path / "r")
