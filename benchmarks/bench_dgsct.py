@@ -23,6 +23,9 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 FULL = "clip=ViT-B-32,clap=HTSAT-tiny"
 
@@ -32,22 +35,11 @@ def worker(spec: str, segments: int, batch: int, steps: int, device: str, bf16: 
     import torch
 
     import avprompt  # noqa: F401
-    from avprompt.dgsct.method import DGSCT
-    from avprompt.encoders import load_encoders
-    from avprompt.task import TaskSpec
+    from gpu_dgsct import build  # the same model and batch as the GPU script
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    enc = load_encoders(spec)
-    task = TaskSpec("ave", "segment", tuple(f"class {i}" for i in range(28)), num_segments=segments)
-    cfg = DGSCT.default_config(cache_text=cache_text, checkpoint_frozen=checkpoint)
-    model = DGSCT(enc, task, cfg).to(device).train()
-    s = enc.vision.image_size
-    g = torch.Generator().manual_seed(0)
-    b = {"frames": torch.randn(batch, segments, 3, s, s, generator=g),
-         "audio": 0.1 * torch.randn(batch, segments, enc.audio.sample_rate, generator=g),
-         "segment_labels": torch.randint(0, 29, (batch, segments), generator=g)}
-    b = {k: v.to(device) for k, v in b.items()}
+    model, b = build(spec, batch, segments, checkpoint, torch.device(device), cache_text=cache_text)
+    model.train()
     from avprompt.engine import loop
 
     # the product's own training loop (Adam 3e-4, clipping 0.5 from DG-SCT's config), one batch

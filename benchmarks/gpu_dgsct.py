@@ -33,7 +33,9 @@ def _peak(name: str):
     return None
 
 
-def build(backbones: str, batch: int, segments: int, ckpt: bool, device):
+def build(backbones: str, batch: int, segments: int, ckpt: bool, device, cache_text: bool = True):
+    """DG-SCT (paper preset) on random-weight towers + one seeded batch, both on ``device``
+    (also used by ``bench_dgsct.py``)."""
     import torch
 
     from avprompt.dgsct.method import DGSCT
@@ -43,7 +45,7 @@ def build(backbones: str, batch: int, segments: int, ckpt: bool, device):
     torch.manual_seed(0)
     enc = load_encoders(backbones)
     task = TaskSpec("ave", "segment", tuple(f"class {i}" for i in range(28)), num_segments=segments)
-    model = DGSCT(enc, task, DGSCT.default_config(checkpoint_frozen=ckpt)).to(device)
+    model = DGSCT(enc, task, DGSCT.default_config(checkpoint_frozen=ckpt, cache_text=cache_text)).to(device)
     s = enc.vision.image_size
     g = torch.Generator().manual_seed(0)
     b = {"frames": torch.randn(batch, segments, 3, s, s, generator=g),
