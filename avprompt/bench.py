@@ -19,7 +19,12 @@ from avprompt.planning import (EMBEDDED_OVERRIDES, EMBEDDED_SEEDS_IN_NETWORK, ce
                                cell_key, data_tag, format_plan, plan_cells, plan_states, plan_sweep,
                                preflight, select_methods)
 
-DEFAULT_TASKS = ("ave", "ave-cls", "llp-cls")
+
+
+def default_tasks() -> list[str]:
+    """``--tasks`` when none is given: the tasks whose file sets ``default_bench`` (registry order)."""
+    from avprompt.tasks import list_tasks
+    return [t.name for t in list_tasks() if t.default_bench]
 
 
 @dataclass
@@ -27,7 +32,7 @@ class BenchConfig:
     """Everything a sweep depends on (saved, resolved, in every result's config)."""
 
     shots: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
-    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    tasks: list[str] = field(default_factory=default_tasks)
     methods: str = "all"  # "all" | comma-separated keys | glob
     # three seeds for the methods that cost seconds; in-network methods (and methods the embedded
     # budget lists in EMBEDDED_SEEDS) run on ``seeds_in_network`` (None: the same seeds)
@@ -77,6 +82,9 @@ class BenchConfig:
             raise ValueError("--seeds-in-network is empty: give e.g. 1 (or omit it to use --seeds)")
         if not self.tasks:
             raise ValueError("--tasks is empty: give e.g. ave,ave-cls,llp-cls")
+        from avprompt.tasks import few_shot_task
+        for task in self.tasks:  # unknown or supervised (`avprompt train`) tasks: one line, before any work
+            few_shot_task(task)
         for name in ("max_epochs", "max_epochs_in_network", "patience", "workers", "jobs"):
             v = getattr(self, name)
             if v is not None and v < (1 if name == "workers" else 0):

@@ -62,6 +62,28 @@ def methods_cmd(pattern: str = typer.Argument("*", help="glob over method keys")
         typer.echo(f"{k:<{width}}  [{mods:<8}] {cls.kind:<14} {cls.runs_on:<8}  {cls.description}")
 
 
+@app.command("tasks")
+def tasks_cmd(pattern: str = typer.Argument("*", help="glob over task names"),
+              protocol: Optional[str] = typer.Option(None, "--protocol", help="only few-shot | pretrain | supervised")):
+    """List registered tasks (name, dataset, level, protocol, primary metric, description)."""
+    from fnmatch import fnmatch
+
+    from avprompt.tasks import PROTOCOLS, list_tasks
+
+    if protocol is not None and protocol not in PROTOCOLS:
+        fail(f"--protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    tasks = [t for t in list_tasks(protocol) if fnmatch(t.name, pattern)]
+    if not tasks:
+        fail(f"no registered task matches {pattern!r}; `avprompt tasks` lists them")
+    # primary metric: "standard|reference-compatible" when the two protocols differ
+    rows = [(t.name, t.dataset, t.level, t.protocol,
+             (t.primary or "-") + (f"|{t.reference_primary}" if t.reference_primary else ""), t.description)
+            for t in tasks]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        typer.echo("  ".join(f"{c:<{w}}" for c, w in zip(r, widths)) + "  " + r[5])
+
+
 @backbones_app.command("list")
 def backbones_list(all_open_clip: bool = typer.Option(False, "--all", help="also list every open_clip architecture")):
     """Known encoder architectures and where their weights come from."""
@@ -94,6 +116,8 @@ def _mount_optional_groups():
                                ("avprompt.cli_bench", "bench", "command"),
                                ("avprompt.cli_bench", "zeroshot", "command"),
                                ("avprompt.cli_bench", "predict", "command"),
+                               ("avprompt.cli_train", "train", "command"),
+                               ("avprompt.cli_train", "eval", "command"),
                                ("avprompt.cli_report", "report", "command")):
         try:
             mod = importlib.import_module(module)

@@ -79,8 +79,23 @@ def stats(
     for task, by_protocol in s["floors"].items():
         for p, m in by_protocol.items():
             typer.echo(f"constant floor {task}/{p}: {m['primary_name']} {m['primary']:.2f}")
+    if "avvp" in s:
+        _echo_avvp(s["avvp"])
     if s["quirks"]:
         typer.echo("quirks: " + ", ".join(f"{k} {v}" for k, v in s["quirks"].items()))
+
+
+def _echo_avvp(a: dict) -> None:
+    """Dense AVVP annotations: coverage and events per split, then the test split's floors."""
+    for split, x in a["splits"].items():
+        line = f"avvp {split}: {x['videos']} videos, {x['videos_with_dense_rows']} with dense rows"
+        if "audio_events" in x:
+            line += (f"; events audio {x['audio_events']}, visual {x['visual_events']}, audio-visual "
+                     f"{x['audio_visual_events']}; videos with audio-only {x['videos_with_audio_only_events']}, "
+                     f"visual-only {x['videos_with_visual_only_events']}")
+        typer.echo(line)
+    for name, m in (a["splits"]["test"].get("floors") or {}).items():
+        typer.echo(f"avvp test {name:<13} " + " ".join(f"{k} {v:.1f}" for k, v in m.items()))
 
 
 @app.command("export-manifest")

@@ -11,9 +11,6 @@ from collections import OrderedDict
 
 from avprompt.task import TaskSpec
 
-# task name -> level; class names are placeholders (the report depends only on their count)
-TASK_LEVELS = {"ave": ("segment", 28), "ave-cls": ("video", 28), "llp-cls": ("video", 25)}
-
 NAMES = {
     "encoders.vision": "CLIP image + text towers (frozen)",
     "encoders.audio": "CLAP audio + text towers (frozen)",
@@ -45,10 +42,15 @@ def component(name: str) -> str:
 
 
 def task_spec(task_name: str, num_segments: int = 10) -> TaskSpec:
-    if task_name not in TASK_LEVELS:
-        raise ValueError(f"--task {task_name!r}: use one of {', '.join(TASK_LEVELS)}")
-    level, k = TASK_LEVELS[task_name]
-    return TaskSpec(task_name, level, tuple(f"class {i}" for i in range(k)), num_segments)
+    """A ``TaskSpec`` with the real dataset's class count (``Task.reference_classes``) and
+    placeholder class names: the report depends only on the level and the count."""
+    from avprompt.tasks import discover
+    known = [t for t in discover().values() if t.reference_classes > 0]
+    task = next((t for t in known if t.name == task_name), None)
+    if task is None:
+        raise ValueError(f"--task {task_name!r}: use one of {', '.join(t.name for t in known)}")
+    return TaskSpec(task.name, task.level, tuple(f"class {i}" for i in range(task.reference_classes)),
+                    num_segments)
 
 
 def count(method) -> dict:

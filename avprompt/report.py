@@ -75,11 +75,14 @@ def to_dataframe(results: Iterable[dict]) -> pd.DataFrame:
     per metric (nested dicts flattened: ``floors.macro_map``).
 
     A metric whose name collides with a key or info column is stored as ``metric.<name>``.
+    Supervised cells (shots ``full``) have their own table (``avprompt.supervised.commands``).
     """
     reserved = set(KEY_COLUMNS) | set(INFO_COLUMNS)
     rows = []
     for r in results:
         key = r["key"]
+        if key.get("shots") == "full":
+            continue
         modality = key.get("modality") or ""
         timings = r.get("timings") or {}
         data, dataset, protocol = _cell_data(r)

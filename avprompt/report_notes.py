@@ -33,14 +33,19 @@ PAPER_COLUMNS = ["setting", "task", "metric", "method", "shots", "value", "sourc
 #: the plain CLIP visual branch and the plain CLAP audio branch).
 PAPER_METHOD_ALIASES = {"zeroshot@v": "zeroshot-clip", "zeroshot@a": "zeroshot-clap",
                         "zero-shot@v": "zeroshot-clip", "zero-shot@a": "zeroshot-clap"}
-#: The real dataset each task is read from (avprompt.engine.workspace.TASK_DATASET, no torch).
-TASK_DATASET = {"ave": "ave", "ave-cls": "ave", "llp-cls": "llp", "vggsound40k": "vggsound40k",
-                "vggsound": "vggsound"}
 MARK_FLOOR, MARK_CHANGED, MARK_WARNED, MARK_STUCK = "↓", "†", "‡", "○"
 MAX_LISTED = 8  # distinct warnings listed in a footnote before "and N more"
 
 
 # ----- datasets -----------------------------------------------------------------------------------
+def _task_dataset(task: str) -> str:
+    """The real dataset a task is read from (its ``Task.dataset``; ``""`` for a name no task file
+    registers, e.g. an old store's), so paper numbers pair by dataset."""
+    from avprompt.tasks import discover
+    t = discover().get(task)
+    return t.dataset if t else ""
+
+
 def dataset_kind(dataset: str | None) -> str:
     """``synthav``, ``manifest``, ``real`` (a folder read by the AVE/LLP/... readers) or ``""``
     (not recorded). ``dataset``: a record's ``dataset`` (``synthav-small-0``, ``dir:/data``,
@@ -115,7 +120,7 @@ def pair_paper(row, candidates: pd.DataFrame, metric: str) -> tuple[object, str]
         return None, f"{row.task}: the cells recorded {why}; name one with --metric to compare"
     if not protocol:
         return None, "protocol not recorded in the results; not paired"
-    dataset = TASK_DATASET.get(row.task, "")
+    dataset = _task_dataset(row.task)
     for p in candidates.itertuples():
         if p.metric == ours and protocol in _protocols(p.protocol) and p.dataset == dataset:
             return p, ""

@@ -16,6 +16,21 @@ import numpy as np
 import pandas as pd
 
 
+def _task(name: str):
+    """The registered ``Task`` of a result's task name; None for a name no file registers (an
+    old store), which then reads as a single-label video task."""
+    from avprompt.tasks import discover
+    return discover().get(name)
+
+
+def _multi_label(name: str) -> bool:
+    """Video-level multi-label tasks (``llp-cls``) get per-class AP over the videos' label sets;
+    the others per-class accuracy and confusions (a segment task scores segments, whose stored
+    logits are (N, T, K), so AP over video label sets does not apply to it)."""
+    t = _task(name)
+    return bool(t and t.multi_label and t.level == "video")
+
+
 def _labels_and_predictions(task_level: str, preds: dict) -> tuple[np.ndarray, np.ndarray]:
     """(true, predicted) class indices of every scored unit: segments (background = K) on
     segment tasks, videos on video tasks (the primary label: ``stats.primary_labels``)."""
@@ -33,8 +48,8 @@ def _labels_and_predictions(task_level: str, preds: dict) -> tuple[np.ndarray, n
 
 def per_class(task: str, task_level: str, class_names: list[str], preds: dict) -> pd.DataFrame:
     """One row per class: ``class``, ``support``, ``correct`` and ``value`` (accuracy, or AP on
-    ``llp-cls``), in % like the overall metric."""
-    if task == "llp-cls":
+    a multi-label task such as ``llp-cls``), in % like the overall metric."""
+    if _multi_label(task):
         from avprompt.stats import average_precisions
         y = np.asarray(preds["video_labels"], dtype=bool)
         has = y.any(0)
@@ -60,7 +75,6 @@ def confusion(task_level: str, n_classes: int, preds: dict) -> np.ndarray:
 
 def _cells(df: pd.DataFrame):
     """(task, method_id, shots) -> [(record path, class names, level)] of the ok cells with predictions."""
-    from avprompt.data.tasks import TASK_LEVELS
     from avprompt.results import read_predictions, read_result
 
     groups: dict[tuple, list] = {}
@@ -69,7 +83,8 @@ def _cells(df: pd.DataFrame):
         if preds is None:
             continue
         rec = read_result(row.path)
-        level = TASK_LEVELS.get(row.task, "video")
+        t = _task(row.task)
+        level = t.level if t else "video"
         groups.setdefault((row.task, row.method_id, int(row.shots)), []).append(
             (preds, list(rec.get("class_names") or []), level))
     return groups
@@ -107,7 +122,7 @@ def wide_per_class(table: pd.DataFrame) -> str:
         wide = wide.reset_index()
         for c in wide.columns[2:]:
             wide[c] = [f"{v:.1f}" if v == v else "—" for v in wide[c]]
-        metric = "AP (%)" if task == "llp-cls" else "accuracy (%)"
+        metric = "AP (%)" if _multi_label(task) else "accuracy (%)"
         out += [f"**{task}**: per-class {metric}, mean over seeds", "",
                 markdown_table(wide, right=list(wide.columns[1:])), ""]
     return "\n".join(out)
@@ -120,7 +135,7 @@ def plot_confusion(df: pd.DataFrame, path: str | Path, shots: int | None = None)
 
     panels = []
     for (task, method_id, k), cells in sorted(_cells(df).items()):
-        if task == "llp-cls":
+        if _multi_label(task):  # per-class AP, no confusion matrix
             continue
         largest = int(df.loc[df["task"] == task, "shots"].max())
         if k != (shots if shots is not None else largest):

@@ -75,7 +75,8 @@ class CellKey:
 
     suite: benchmark suite name (e.g. ``fewshot``); task: task name (``ave``, ``ave-cls``);
     method: registered method key; backbones: one string naming the encoder pair
-    (e.g. ``ViT-B-32+HTSAT-tiny``); shots: examples per class (0 = zero-shot); seed: split and
+    (e.g. ``ViT-B-32+HTSAT-tiny``); shots: examples per class (0 = zero-shot), or ``"full"`` (the
+    whole training set: supervised tasks, stored under ``full/``); seed: split and
     initialisation seed; modality: ``""`` (method default) or ``v``/``a``/``av``; data: a short
     tag of the data location (``synthav-small-0``, ``AVE-1a2b3c4d``); protocol: ``standard`` or
     ``reference``.
@@ -85,7 +86,7 @@ class CellKey:
     task: str
     method: str
     backbones: str
-    shots: int
+    shots: int | str
     seed: int
     modality: str = ""
     data: str = "unspecified"
@@ -95,6 +96,8 @@ class CellKey:
         for name in ("suite", "task", "method", "backbones"):
             if not str(getattr(self, name)).strip():
                 raise ValueError(f"CellKey.{name} is empty: every cell needs a {name}")
+        if self.shots == FULL_SHOTS:
+            return
         if int(self.shots) < 0:
             raise ValueError(f"CellKey.shots={self.shots}: use 0 for zero-shot, K>0 for K-shot")
 
@@ -110,12 +113,24 @@ class CellKey:
     def from_dict(cls, d: dict) -> CellKey:
         try:
             return cls(suite=str(d["suite"]), task=str(d["task"]), method=str(d["method"]),
-                       backbones=str(d["backbones"]), shots=int(d["shots"]), seed=int(d["seed"]),
+                       backbones=str(d["backbones"]), shots=_shots(d["shots"]), seed=int(d["seed"]),
                        modality=str(d.get("modality", "") or ""),
                        data=str(d.get("data", "unspecified") or "unspecified"),
                        protocol=str(d.get("protocol", "standard") or "standard"))
         except KeyError as e:
             raise ValueError(f"result key is missing field {e.args[0]!r}") from None
+
+
+FULL_SHOTS = "full"
+
+
+def _shots(value) -> int | str:
+    return FULL_SHOTS if value == FULL_SHOTS else int(value)
+
+
+def shots_dir(shots) -> str:
+    """``shots<K>``, or ``full`` for a cell trained on the whole training set."""
+    return FULL_SHOTS if shots == FULL_SHOTS else f"shots{int(shots)}"
 
 
 def sanitize(component: str) -> str:
@@ -130,7 +145,7 @@ def result_path(root: str | os.PathLike, key: CellKey) -> Path:
     """Where the cell ``key`` is stored under ``root``."""
     return (Path(root) / sanitize(key.suite) / sanitize(key.data) / sanitize(key.protocol)
             / sanitize(key.task) / sanitize(key.method_id)
-            / sanitize(key.backbones) / f"shots{int(key.shots)}" / f"seed{int(key.seed)}.json")
+            / sanitize(key.backbones) / shots_dir(key.shots) / f"seed{int(key.seed)}.json")
 
 
 # ----- provenance ---------------------------------------------------------------------------------

@@ -115,15 +115,13 @@ def percentile_ci(values: np.ndarray, confidence: float = CONFIDENCE,
 def metric_name(task: str, protocol: str, metric: str = "primary") -> str | None:
     """The metric recomputed for ``metric`` (``primary`` resolves per task and protocol); None
     when it cannot be recomputed from predictions (e.g. ``per_class.dog``)."""
-    from avprompt.data.metrics import primary_metric
-    from avprompt.data.tasks import TASK_LEVELS
+    from avprompt.tasks import discover
 
-    if task not in TASK_LEVELS:
+    t = discover().get(task)
+    if t is None or not t.few_shot:  # unknown, or a supervised task (other metrics, no predictions here)
         return None
-    name = primary_metric(task, protocol) if metric == "primary" else metric
-    if name not in METRICS or (name == "segment_acc") != (TASK_LEVELS[task] == "segment"):
-        return None
-    if name in ("reference_acc", "single_label_acc", "macro_map") and task != "llp-cls":
+    name = t.primary_metric(protocol) if metric == "primary" else metric
+    if name not in METRICS or name not in t.metrics:  # only what the task's evaluator reports
         return None
     return name
 

@@ -18,10 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def default_targets() -> list[str]:
+    """``--targets`` when none is given: the tasks whose file sets ``zeroshot_target``."""
+    from avprompt.tasks import list_tasks
+    return [t.name for t in list_tasks() if t.zeroshot_target]
+
+
 @dataclass
 class ZeroShotConfig:
     pretrain: str = "vggsound40k"
-    targets: list[str] = field(default_factory=lambda: ["ave", "ave-cls", "llp-cls"])
+    targets: list[str] = field(default_factory=default_targets)
     methods: str = "all"
     seed: int = 1
     data: str = "synthav"
@@ -47,8 +53,10 @@ def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:
     from avprompt.results import (build_result, cell_done, peak_memory_mb, predictions_path, write_predictions,
                                   write_result)
 
-    if cfg.pretrain != "vggsound40k":
-        raise ValueError(f"--pretrain {cfg.pretrain!r}: only vggsound40k is supported")
+    from avprompt.tasks import task_names
+    pretrain_tasks = task_names(protocol="pretrain")  # the task files with protocol="pretrain"
+    if cfg.pretrain not in pretrain_tasks:
+        raise ValueError(f"--pretrain {cfg.pretrain!r}: only {' or '.join(pretrain_tasks)} is supported")
     if cfg.max_epochs is not None and cfg.max_epochs < 0:
         raise ValueError(f"--max-epochs {cfg.max_epochs}: must be 0 (no cap) or positive")
     bench = BenchConfig(data=cfg.data, backbones=cfg.backbones, device=cfg.device, out=cfg.out,

@@ -13,13 +13,17 @@ llp-cls, reference          reference rule: correct iff argmax = lowest-index we
 
 ``llp-cls`` also reports ``single_label_acc`` (accuracy on single-label test videos) and the
 other LLP numbers under both protocols, so results stay comparable.
+
+Which metrics a task reports and which is primary are fields of its ``Task``
+(``avprompt.tasks``: ``metrics``, ``primary``, ``reference_primary``); this module computes them.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from avprompt.data.records import ClipRecord
-from avprompt.data.tasks import TASK_LEVELS, check_task, primary_label
+from avprompt.data.tasks import primary_label
+from avprompt.tasks import Task, few_shot_task
 
 
 def segment_accuracy(logits: np.ndarray, segment_labels: np.ndarray) -> float:
@@ -76,31 +80,35 @@ def reference_llp_accuracy(logits: np.ndarray, video_labels: list[list[int]]) ->
     return video_accuracy(logits, labels)
 
 
-def primary_metric(task: str, protocol: str) -> str:
+def primary_metric(task: str | Task, protocol: str) -> str:
     """Name of the primary metric of ``task`` under ``protocol`` (see the module docstring)."""
-    check_task(task)
-    if TASK_LEVELS[task] == "segment":
-        return "segment_acc"
-    if task == "llp-cls":
-        return "macro_map" if protocol == "standard" else "reference_acc"
-    return "video_acc"
+    return few_shot_task(task).primary_metric(protocol)
 
 
-def compute_metrics(task: str, protocol: str, logits_np: np.ndarray,
+#: how each video-level metric is computed from (logits (N, K), primary labels, sorted label sets)
+_VIDEO_METRICS = {
+    "video_acc": lambda logits, labels, vl: video_accuracy(logits, labels),
+    "single_label_acc": lambda logits, labels, vl: single_label_accuracy(logits, vl),
+    "macro_map": lambda logits, labels, vl: macro_map(logits, vl),
+    "reference_acc": lambda logits, labels, vl: reference_llp_accuracy(logits, vl),
+}
+
+
+def compute_metrics(task: str | Task, protocol: str, logits_np: np.ndarray,
                     records: list[ClipRecord]) -> dict:
     """All metrics of ``task`` for ``records`` (test order) and ``logits_np``.
 
     logits_np: (N, T, K) for segment tasks; (N, K) or (N, T, K) (averaged over T) for video
     tasks. Returns floats in percent plus ``primary`` and ``primary_name``.
     """
-    check_task(task)
+    task = few_shot_task(task)
     logits = np.asarray(logits_np, dtype=np.float64)
     if logits.shape[0] != len(records):
-        raise ValueError(f"{task}: {logits.shape[0]} logit rows for {len(records)} records")
+        raise ValueError(f"{task.name}: {logits.shape[0]} logit rows for {len(records)} records")
     out: dict = {}
-    if TASK_LEVELS[task] == "segment":
+    if task.segment_level:
         if logits.ndim != 3:
-            raise ValueError(f"{task}: segment task needs logits (N, T, K), got {logits.shape}")
+            raise ValueError(f"{task.name}: segment task needs logits (N, T, K), got {logits.shape}")
         background = logits.shape[-1] - 1
         seg = np.array([[background if s < 0 else s for s in r.segment_labels] for r in records])
         out["segment_acc"] = segment_accuracy(logits, seg)
@@ -108,11 +116,12 @@ def compute_metrics(task: str, protocol: str, logits_np: np.ndarray,
         if logits.ndim == 3:
             logits = logits.mean(axis=1)
         vl = [sorted(r.video_labels) for r in records]
-        out["video_acc"] = video_accuracy(logits, np.array([primary_label(r) for r in records]))
-        if task == "llp-cls":
-            out["single_label_acc"] = single_label_accuracy(logits, vl)
-            out["macro_map"] = macro_map(logits, vl)
-            out["reference_acc"] = reference_llp_accuracy(logits, vl)
+        labels = np.array([primary_label(r) for r in records])
+        for name in task.metrics:  # in the task's order: results keep their key order
+            if name not in _VIDEO_METRICS:
+                raise ValueError(f"task {task.name!r}: no video-level metric {name!r} "
+                                 f"(known: {', '.join(_VIDEO_METRICS)})")
+            out[name] = _VIDEO_METRICS[name](logits, labels, vl)
     out["primary_name"] = primary_metric(task, protocol)
     out["primary"] = out[out["primary_name"]]
     return out

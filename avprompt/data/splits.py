@@ -16,7 +16,7 @@
     The original DG-SCT rules: first K clips per class in train-file order, no leakage filter,
     validation = official val split (never test: nothing is ever selected on test).
 
-Both: ``llp-cls`` shots come only from single-label videos (``tasks.SINGLE_LABEL_SHOTS``). When K
+Both: ``llp-cls`` shots come only from single-label videos (``Task.single_label_shots``). When K
 exceeds what a class has, all its clips are taken and a warning lists each such class with its
 count (also in ``Split.notes["short_classes"]``); a class with no eligible clip (LLP "Speech")
 therefore has no shot. ``shots=None`` takes every eligible clip (full training, pre-training);
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from avprompt.data.records import ClipRecord, DatasetIndex
-from avprompt.data.tasks import check_task, primary_label, shot_eligible
+from avprompt.data.tasks import primary_label, shot_eligible
+from avprompt.tasks import Task, few_shot_task
 
 PROTOCOLS = ("standard", "reference")
 
@@ -84,7 +85,7 @@ def _check_protocol(protocol: str) -> None:
         raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
 
 
-def _by_class(records: list[ClipRecord], task: str) -> dict[int, list[ClipRecord]]:
+def _by_class(records: list[ClipRecord], task: Task) -> dict[int, list[ClipRecord]]:
     out: dict[int, list[ClipRecord]] = defaultdict(list)
     for r in records:
         if shot_eligible(task, r):
@@ -92,7 +93,7 @@ def _by_class(records: list[ClipRecord], task: str) -> dict[int, list[ClipRecord
     return out
 
 
-def _hold_out(train: list[ClipRecord], task: str, seed: int, fraction: float) -> set[str]:
+def _hold_out(train: list[ClipRecord], task: Task, seed: int, fraction: float) -> set[str]:
     held: set[str] = set()
     for c, recs in sorted(_by_class(train, task).items()):
         n = len(recs)
@@ -102,10 +103,12 @@ def _hold_out(train: list[ClipRecord], task: str, seed: int, fraction: float) ->
     return held
 
 
-def make_split(index: DatasetIndex, task: str, protocol: str = "standard",
+def make_split(index: DatasetIndex, task: str | Task, protocol: str = "standard",
                shots: int | None = 16, seed: int = 1, val_fraction: float = 0.1) -> Split:
-    """Few-shot split of ``index`` for ``task`` (see the module docstring for the rules)."""
-    check_task(task)
+    """Few-shot split of ``index`` for ``task`` (see the module docstring for the rules).
+
+    ``task``: a name or its ``Task``; a supervised task is a one-line error (it has no shots)."""
+    task = few_shot_task(task)
     _check_protocol(protocol)
     if shots is not None and shots < 0:
         raise ValueError(f"shots must be >= 0 (or None for all), got {shots}")
@@ -150,15 +153,15 @@ def make_split(index: DatasetIndex, task: str, protocol: str = "standard",
         chosen.update(r.clip_id for r in picked)
     if short and shots:
         listing = ", ".join(f"{n} ({k})" for n, k in short.items())
-        warnings.warn(f"{index.name}/{task}: {shots} shots exceed the eligible training clips of "
+        warnings.warn(f"{index.name}/{task.name}: {shots} shots exceed the eligible training clips of "
                       f"{len(short)} classes: {listing}; taking all available", stacklevel=2)
         notes["short_classes"] = short
-    return Split(dataset=index.name, task=task, protocol=protocol, shots=shots, seed=seed,
+    return Split(dataset=index.name, task=task.name, protocol=protocol, shots=shots, seed=seed,
                  train=[r.clip_id for r in pool if r.clip_id in chosen],
                  val=[r.clip_id for r in val], test=[r.clip_id for r in test], notes=notes)
 
 
-def shot_counts(index: DatasetIndex, task: str, protocol: str = "standard",
+def shot_counts(index: DatasetIndex, task: str | Task, protocol: str = "standard",
                 ks: tuple[int, ...] = (1, 2, 4, 8, 16)) -> dict[int, int]:
     """Training-set size for each K (depends only on per-class counts, not on the seed)."""
     with warnings.catch_warnings():

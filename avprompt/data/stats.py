@@ -27,23 +27,27 @@ from avprompt.data.datasets import load_dataset
 from avprompt.data.metrics import compute_metrics, primary_metric
 from avprompt.data.records import NUM_SEGMENTS, ClipRecord, DatasetIndex
 from avprompt.data.splits import PROTOCOLS, shot_counts
-from avprompt.data.tasks import DEFAULT_TASK, TASK_LEVELS, check_task, primary_label
-
-_TASKS_OF = {"ave": ["ave", "ave-cls"], "llp": ["llp-cls"], "vggsound": ["vggsound"],
-             "vggsound40k": ["vggsound40k"]}
+from avprompt.data.tasks import primary_label
+from avprompt.tasks import Task, default_task, discover, few_shot_task
 
 
-def _num_outputs(task: str, records: list[ClipRecord], num_classes: int | None) -> int:
+def _tasks_of(dataset: str) -> list[str]:
+    """The few-shot (and pre-training) tasks read from ``dataset``, in registry order: the
+    ones ``stats`` gives floors for (supervised tasks have no shots and no constant floors)."""
+    return [t.name for t in discover().values() if t.dataset == dataset and t.few_shot]
+
+
+def _num_outputs(task: Task, records: list[ClipRecord], num_classes: int | None) -> int:
     """Logit width of ``task``: the classes (inferred from the labels when not given), plus
     background for segment tasks. A constant predictor's scores do not depend on it."""
     if num_classes is None:
         labels = [s for r in records for s in r.segment_labels] + \
                  [c for r in records for c in r.video_labels]
         num_classes = max([c for c in labels if c >= 0], default=0) + 1
-    return num_classes + int(TASK_LEVELS[task] == "segment")
+    return num_classes + int(task.segment_level)
 
 
-def metric_floors(task: str, protocol: str, records: list[ClipRecord],
+def metric_floors(task: str | Task, protocol: str, records: list[ClipRecord],
                   num_classes: int | None = None) -> dict[str, float]:
     """Constant-predictor floor of every metric ``task`` reports under ``protocol`` on ``records``.
 
@@ -55,13 +59,13 @@ def metric_floors(task: str, protocol: str, records: list[ClipRecord],
     accuracies; any constant scores for mAP, which then equals the mean class prevalence), so a
     model scoring at or below it learned nothing usable for that metric.
     """
-    check_task(task)
+    task = few_shot_task(task)
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     records = list(records)
     if not records:
         return {}
-    segment = TASK_LEVELS[task] == "segment"
+    segment = task.segment_level
     k = _num_outputs(task, records, num_classes)
     # A constant predictor's best class is the most frequent one under some metric's label
     # rule, so only those candidates go through the metric code (the same code results use).
@@ -117,7 +121,7 @@ def index_stats(index: DatasetIndex, protocol: str = "standard") -> dict:
             Counter(c for x in r for c in x.video_labels).items())} for s, r in splits.items()},
         "media_present": sum(1 for r in index.records if Path(r.media).exists()),
     }
-    kind = index.name if index.name in _TASKS_OF else None
+    kind = index.name if _tasks_of(index.name) else None
     if kind == "ave":
         seg = [s for r in splits["test"] for s in r.segment_labels]
         out["test_segments"] = {"event": sum(s >= 0 for s in seg),
@@ -127,9 +131,11 @@ def index_stats(index: DatasetIndex, protocol: str = "standard") -> dict:
         out["single_label_train"] = {n: single.get(c, 0) for c, n in enumerate(names)}
         out["no_single_label_train"] = [n for c, n in enumerate(names) if not single.get(c)]
         out["multi_label_test"] = sum(len(r.video_labels) > 1 for r in splits["test"])
-    task = DEFAULT_TASK.get(kind or "", "ave-cls")
+        from avprompt.data.avvp_metrics import avvp_dataset_summary
+        out["avvp"] = avvp_dataset_summary(index)  # dense annotations: coverage, events, floors
+    task = default_task(kind or "", fallback="ave-cls")
     out["shots"] = {str(k): n for k, n in shot_counts(index, task, protocol).items()}
-    out["floors"] = {t: constant_floors(index, t) for t in _TASKS_OF.get(kind or "", ["ave-cls"])}
+    out["floors"] = {t: constant_floors(index, t) for t in (_tasks_of(kind) if kind else ["ave-cls"])}
     out["quirks"] = dict(index.quirks)
     return out
 

@@ -1,5 +1,9 @@
 """Tasks: how a dataset's records become training targets and which outputs a method produces.
 
+What each task is (level, dataset, metrics, shot rule) is its ``Task`` in ``avprompt.tasks``
+(one file per task, ``avprompt tasks`` lists them); this module holds the label rules they
+share, so the few-shot code paths read one definition.
+
 =============  =======  ==========================================================================
 task           level    targets
 =============  =======  ==========================================================================
@@ -7,7 +11,7 @@ ave            segment  29 outputs (28 classes + background, last); accuracy ove
 ave-cls        video    28 classes; video label = class of the first event segment
 llp-cls        video    25 classes; multi-label videos: ``label`` = lowest-index label (the
                         reference rule), all labels in ``video_labels``; shots come only from
-                        single-label videos
+                        single-label videos (``Task.single_label_shots``)
 vggsound40k    video    141-class pre-training (label = first event segment's class)
 vggsound       video    VGG-Sound classification (one label per clip)
 =============  =======  ==========================================================================
@@ -23,27 +27,19 @@ from __future__ import annotations
 
 from avprompt.data.records import ClipRecord, DatasetIndex
 from avprompt.task import TaskSpec
-
-TASK_LEVELS = {"ave": "segment", "ave-cls": "video", "llp-cls": "video",
-               "vggsound40k": "video", "vggsound": "video"}
-#: the task ``stats`` and the CLI use when only a dataset is named
-DEFAULT_TASK = {"ave": "ave", "llp": "llp-cls", "vggsound": "vggsound",
-                "vggsound40k": "vggsound40k"}
-#: tasks whose few-shot training clips must carry exactly one video label
-SINGLE_LABEL_SHOTS = {"llp-cls"}
+from avprompt.tasks import Task, few_shot_task
 
 
-def check_task(task_name: str) -> str:
-    if task_name not in TASK_LEVELS:
-        raise ValueError(f"unknown task {task_name!r}; use one of {', '.join(TASK_LEVELS)}")
-    return task_name
+def check_task(task: str | Task) -> str:
+    """The name of a task the few-shot code paths run (one-line error for an unknown or a
+    supervised task)."""
+    return few_shot_task(task).name
 
 
-def task_spec(task_name: str, index: DatasetIndex) -> TaskSpec:
-    """The ``TaskSpec`` of ``task_name`` over ``index``'s classes (dataset order)."""
-    check_task(task_name)
-    return TaskSpec(name=task_name, level=TASK_LEVELS[task_name],
-                    class_names=tuple(index.classes))
+def task_spec(task: str | Task, index: DatasetIndex) -> TaskSpec:
+    """The ``TaskSpec`` of ``task`` over ``index``'s classes (dataset order)."""
+    t = few_shot_task(task)
+    return TaskSpec(name=t.name, level=t.level, class_names=tuple(index.classes))
 
 
 def primary_label(record: ClipRecord) -> int:
@@ -75,10 +71,10 @@ def targets(task: TaskSpec | str, record: ClipRecord, num_classes: int | None = 
     }
 
 
-def shot_eligible(task_name: str, record: ClipRecord) -> bool:
+def shot_eligible(task: str | Task, record: ClipRecord) -> bool:
     """Whether a train record may be drawn as a few-shot example of ``primary_label``."""
     if primary_label(record) < 0:
         return False
-    if task_name in SINGLE_LABEL_SHOTS:
+    if few_shot_task(task).single_label_shots:
         return len(record.video_labels) == 1
     return True

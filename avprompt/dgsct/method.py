@@ -19,7 +19,8 @@ the audio block runs whole; p1 reads the vision tokens after attention and the a
 and is added before the vision MLP (which therefore sees it); p2 reads the vision MLP's input and the
 audio tokens (p1 added) and is added after. The paired blocks are wrapped in ``_Recording`` runners
 that remember the inputs of their halves and apply activation checkpointing to the frozen halves
-(``checkpoint_frozen``). Token counts and widths per pair come from one dummy pass at init.
+(``checkpoint_frozen``). Token counts and widths per pair come from one dummy pass at init. The
+injection building and the paired pass live in ``injection.py``, shared with the dg-sct encoder mode.
 
 **Step 0 is zero-shot (paper preset).** The output gates start at 0 (frozen encoders), the heads are
 residual, E(f) = f + MLP(f) with the MLP's last layer at 0 (identity), the temperatures start at the
@@ -62,12 +63,11 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from avprompt.dgsct.injection import Recording as _Recording  # noqa: F401  (shared with the encoder modes)
+from avprompt.dgsct.injection import build_injections, embed_paired
+from avprompt.dgsct.injection import token_shapes as _token_shapes  # noqa: F401
 from avprompt.dgsct.loss import FUSIONS, audio_visual_logits, dgsct_loss, fuse, reference_loss
-from avprompt.dgsct.modules import DGSCTPair, ModuleOptions
-from avprompt.encoders.blocks import BlockRunner
-from avprompt.encoders.hooks import pair_blocks, run_blocks, run_paired
 from avprompt.method import Method, MethodConfig
 from avprompt.prompt_learner import PromptLearner, check_prompt_tower
 from avprompt.prompts import class_text_features, resolve_templates
@@ -191,44 +191,6 @@ class _ClipAdapter(nn.Module):
         return self.ratio * self.fc(f) + (1 - self.ratio) * f
 
 
-class _Recording(BlockRunner):
-    """A frozen block runner that remembers the inputs of its halves (optionally checkpointed)."""
-
-    def __init__(self, inner: BlockRunner, ckpt: bool):
-        super().__init__(inner.block, inner.width, inner.grid)
-        self.inner, self.ckpt = inner, ckpt
-        self.attn_in = self.mlp_in = None
-
-    def _run(self, f, x):
-        if self.ckpt and torch.is_grad_enabled():
-            return checkpoint(f, x, use_reentrant=False)
-        return f(x)
-
-    def attn(self, x):
-        self.attn_in = x
-        return self._run(self.inner.attn, x)
-
-    def mlp(self, x):
-        self.mlp_in = x
-        return self._run(self.inner.mlp, x)
-
-    def after(self, x):
-        return self.inner.after(x)
-
-
-@torch.no_grad()
-def _token_shapes(tower, x: torch.Tensor) -> list[tuple[int, int]]:
-    """(L, C) of the tokens each block reads, from one dummy pass (Swin stages change both)."""
-    shapes = []
-
-    def hook(i, point, t):
-        if point == "pre":
-            shapes.append(tuple(t.shape[1:]))
-        return t
-    run_blocks(tower.blocks, tower.embed(x), hook)
-    return shapes
-
-
 @register_method("dg-sct")
 class DGSCT(Method):
     description = ("DG-SCT: audio and vision guide each other's frozen encoder layers "
@@ -244,24 +206,8 @@ class DGSCT(Method):
         super().__init__(encoders, task, config)
         self.choices = c = resolve(config, task.level)
         vt, at = encoders.tower("v"), encoders.tower("a")
-        self.pairs = pair_blocks(len(vt.blocks), len(at.blocks))
-        s = vt.image_size
-        shapes_v = _token_shapes(vt, torch.zeros(1, 3, s, s))
-        shapes_a = _token_shapes(at, torch.zeros(1, at.sample_rate))
-        opts = ModuleOptions(alpha=c["alpha"], beta=c["beta"], gamma=c["gamma"],
-                             channel=config.use_channel, spatial=config.use_spatial,
-                             temporal=config.use_temporal, temporal_kind=c["temporal"],
-                             hidden=config.hidden, combine=c["combine"], guide_relu=c["guide_relu"],
-                             latent_tokens=c["latent_tokens"], spatial_kind=c["spatial"])
-        if not (config.a2v or config.v2a):
-            raise ValueError("dg-sct: a2v=false and v2a=false leaves nothing to inject; keep one on")
-        last = len(self.pairs) - 1
-        no_gate = replace(opts, temporal=False)
-        self.injections = nn.ModuleDict({
-            f"{k}_{p}": DGSCTPair(shapes_v[i], shapes_a[j],
-                                  opts if c["temporal_layers"] == "all" or k == last else no_gate,
-                                  config.a2v, config.v2a)
-            for k, (i, j) in enumerate(self.pairs) for p in ("attn", "mlp")})
+        # the A2V / V2A modules of every paired layer (shared with the dg-sct encoder mode)
+        self.pairs, self.injections = build_injections(encoders, config, c)
 
         if c["heads"] != "mlp" and config.head_dim:
             raise ValueError(f"dg-sct: head_dim={config.head_dim} applies to heads=mlp; heads={c['heads']} "
@@ -337,29 +283,8 @@ class DGSCT(Method):
     # ----- encoders with injected modules --------------------------------------------------------
     def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames (B, T, 3, S, S), audio (B, T, S_a) -> tower embeddings f_v (B, T, D_v), f_a (B, T, D_a)."""
-        vt, at = self.encoders.vision, self.encoders.audio
-        frames, audio = batch["frames"], batch["audio"]
-        B, T = frames.shape[:2]
-        ck = self.config.checkpoint_frozen
-        v_blocks = [_Recording(b, ck) for b in vt.blocks]
-        a_blocks = [_Recording(b, ck) for b in at.blocks]
-        paper = self.choices["placement"] == "split"
-
-        def hook(k, point, xv, xa):
-            bv, ba = v_blocks[self.pairs[k][0]], a_blocks[self.pairs[k][1]]
-            inj = self.injections[f"{k}_{point}"]
-            if paper:  # eq. 1 reads the block input, eq. 2 the pre-MLP tokens
-                src_v, src_a = (bv.attn_in, ba.attn_in) if point == "attn" else (bv.mlp_in, ba.mlp_in)
-            elif point == "attn":  # code: vision after attention, audio after its whole block
-                src_v, src_a = xv, xa
-            else:  # code: the vision MLP's input (p1 added) and the audio tokens (p1 added)
-                src_v, src_a = bv.mlp_in, xa
-            dv, da = inj(src_v, src_a, T)
-            return (xv if dv is None else xv + dv), (xa if da is None else xa + da)
-
-        xv, xa = run_paired(v_blocks, vt.embed(frames.flatten(0, 1)), a_blocks, at.embed(audio.flatten(0, 1)),
-                            hook, pairs=self.pairs, mode="split" if paper else "vision-split")
-        return vt.project(xv).view(B, T, -1), at.project(xa).view(B, T, -1)
+        return embed_paired(self.encoders, self.injections, self.pairs, batch,
+                            self.choices["placement"], self.config.checkpoint_frozen)
 
     # ----- heads, logits, loss -------------------------------------------------------------------
     @property

@@ -17,6 +17,7 @@ from avprompt.data.tasks import task_spec
 from avprompt.engine import loop
 from avprompt.engine.batches import iterate, target_tensors
 from avprompt.registry import get_method
+from avprompt.tasks import few_shot_task
 
 
 @dataclasses.dataclass
@@ -81,9 +82,12 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
     from avprompt.data.stats import metric_floors
 
     t_wall = time.perf_counter()
-    index = ws.index(plan.task)
-    task = task_spec(plan.task, index)
-    split = make_split(index, plan.task, plan.protocol, shots=plan.shots, seed=plan.seed)
+    # the task's definition, looked up once and handed to the callees (the plan and the record
+    # keep its name)
+    task_def = few_shot_task(plan.task)
+    index = ws.index(task_def)
+    task = task_spec(task_def, index)
+    split = make_split(index, task_def, plan.protocol, shots=plan.shots, seed=plan.seed)
     by_id = {r.clip_id: r for r in index.records}
     bad = ws.bad_clips(plan.task)
     train = [by_id[c] for c in split.train if c not in bad]
@@ -106,7 +110,7 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
     def validate_fn(method):
         def validate():
             logits = loop.predict(method, _batches(ws, plan.task, task, method, val, batch_size=16), ws.device)
-            return compute_metrics(plan.task, plan.protocol, logits, val)["primary"]
+            return compute_metrics(task_def, plan.protocol, logits, val)["primary"]
         return validate
 
     def build_and_train(cfg_run):
@@ -120,7 +124,7 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
             if val and fit_takes_score(method):
                 # hyper-parameters chosen on the task's primary metric of the method's own
                 # (fused) output on validation, as every trained method's epoch is
-                fit_kwargs["score"] = lambda logits: compute_metrics(plan.task, plan.protocol, logits, val)["primary"]
+                fit_kwargs["score"] = lambda logits: compute_metrics(task_def, plan.protocol, logits, val)["primary"]
             fitted = method.fit(_feature_set(ws, plan.task, task, method, train),
                                 _feature_set(ws, plan.task, task, method, val), **fit_kwargs) or {}
         report = loop.TrainReport()
@@ -157,10 +161,10 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
                              f"the training set has {len(train)} clips (a batch never exceeds it)")
     t_eval = time.perf_counter()
     logits = loop.predict(method, _batches(ws, plan.task, task, method, test, batch_size=16), ws.device)
-    metrics = compute_metrics(plan.task, plan.protocol, logits, test)
+    metrics = compute_metrics(task_def, plan.protocol, logits, test)
     predictions = per_video_predictions(task, logits, test)
     # constant-predictor floors of every metric, on exactly the clips this cell was scored on
-    floors = metric_floors(plan.task, plan.protocol, test, num_classes=len(index.classes))
+    floors = metric_floors(task_def, plan.protocol, test, num_classes=len(index.classes))
     metrics["floors"] = {m: v for m, v in floors.items() if m != "primary"}
     metrics["floor"] = floors.get("primary")
     metrics["val_best"] = report.best_val

@@ -14,9 +14,6 @@ import torch
 
 from avprompt.data.records import DatasetIndex
 
-TASK_DATASET = {"ave": "ave", "ave-cls": "ave", "llp-cls": "llp", "vggsound40k": "vggsound40k",
-                "vggsound": "vggsound"}
-
 
 def cache_root() -> Path:
     return Path(os.environ.get("AVPROMPT_CACHE", Path.home() / ".cache" / "avprompt"))
@@ -123,12 +120,14 @@ class Workspace:
             parts.append(f"{changed} clips re-decoded because their file changed")
         return "; ".join(parts)
 
-    def index(self, task: str) -> DatasetIndex:
+    def index(self, task) -> DatasetIndex:
+        """The dataset ``task`` (a name or its ``Task``) reads: its ``Task.dataset`` folder, or the
+        manifest. Any registered task, supervised ones included."""
         from avprompt.data.datasets import load_dataset
+        from avprompt.tasks import get_task
         kind, root = self.root
-        name = TASK_DATASET.get(task)
-        if name is None:
-            raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASK_DATASET)}")
+        t = get_task(task)
+        name = t.dataset
         key = "manifest" if kind == "manifest" else name
         if key not in self._indexes:
             if kind == "manifest":
@@ -138,7 +137,7 @@ class Workspace:
                 if name == "vggsound40k" and not sub.is_dir() and (root / "vggsound").is_dir():
                     sub = root / "vggsound"
                 if not sub.is_dir():
-                    raise FileNotFoundError(f"task {task} needs {sub} (the {name} dataset in its standard layout)")
+                    raise FileNotFoundError(f"task {t.name} needs {sub} (the {name} dataset in its standard layout)")
                 self._indexes[key] = load_dataset(name, sub)
         return self._indexes[key]
 

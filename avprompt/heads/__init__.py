@@ -1,0 +1,105 @@
+"""Task heads: the trainable part of a supervised task on top of the shared encoder.
+
+A head is one file in this folder (or a ``avprompt.heads`` entry point, or a ``*.py`` in a folder
+of ``AVPROMPT_HEADS_PATH``): a config dataclass deriving ``HeadConfig``, an ``nn.Module`` deriving
+``Head``, and ``@register_head("key")``. It takes per-segment features from an encoder mode
+(``avprompt.supervised.encoder_modes``: frozen, dg-sct, lavish) and declares the tasks it serves.
+
+Contract (checked by tests/test_head_contract.py for every registered head):
+    __init__(dims=(D_v, D_a), num_classes=C, config)
+    forward(f_v (B, T, D_v), f_a (B, T, D_a)) -> dict of tensors (the head's outputs)
+    loss(out, batch) -> scalar tensor (batch keys: avprompt.supervised.run.target_batch)
+    predict(out) -> dict of tensors the task's evaluator reads:
+        segment tasks with a background class (ave-sup): ``segment_scores`` (B, T, C + 1),
+            background last; argmax is the decision
+        parsing tasks (avvp): ``seg_prob_audio`` / ``seg_prob_visual`` (B, T, C) and
+            ``video_prob`` (B, C), all probabilities
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from avprompt.plugins import PluginError, scan
+
+_REGISTRY: dict[str, type] = {}
+_DISCOVERED = False
+
+
+@dataclass
+class HeadConfig:
+    """Fields every head config has; the shared training loop reads the optimisation ones."""
+
+    optimizer: str = "adam"  # "sgd" | "adam" | "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"  # "cosine" | "multistep" | "constant"
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-5
+    epochs: int = 20
+    batch_size: int = 16
+    grad_clip: float = 1.0
+    hidden: int = 128  # width the head projects both modalities to
+    dropout: float = 0.1
+
+
+class Head(nn.Module):
+    key: ClassVar[str] = ""
+    config_class: ClassVar[type] = HeadConfig
+    tasks: ClassVar[tuple[str, ...]] = ()  # the tasks this head serves
+    description: ClassVar[str] = ""
+
+    def __init__(self, dims: tuple[int, int], num_classes: int, config: HeadConfig):
+        super().__init__()
+        self.dims, self.num_classes, self.config = dims, num_classes, config
+
+    def forward(self, f_v: torch.Tensor, f_a: torch.Tensor) -> dict:
+        raise NotImplementedError
+
+    def loss(self, out: dict, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict(self, out: dict) -> dict:
+        raise NotImplementedError
+
+
+def register_head(key: str):
+    """Class decorator: register a ``Head`` subclass under a kebab-case key."""
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Head)):
+            raise PluginError(f"head {key!r}: {cls!r} does not derive avprompt.heads.Head")
+        if not cls.tasks:
+            raise PluginError(f"head {key!r} ({cls.__module__}): declare tasks = (...) it serves")
+        if not (isinstance(cls.config_class, type) and issubclass(cls.config_class, HeadConfig)):
+            raise PluginError(f"head {key!r}: config_class must derive avprompt.heads.HeadConfig")
+        prev = _REGISTRY.get(key)
+        if prev is not None and f"{prev.__module__}.{prev.__qualname__}" != f"{cls.__module__}.{cls.__qualname__}":
+            raise PluginError(f"duplicate head key {key!r}: {prev.__module__}.{prev.__qualname__} and "
+                              f"{cls.__module__}.{cls.__qualname__}; rename one")
+        cls.key = key
+        _REGISTRY[key] = cls
+        return cls
+    return deco
+
+
+def discover(force: bool = False) -> dict[str, type]:
+    global _DISCOVERED
+    if not _DISCOVERED or force:
+        scan("head", "avprompt.heads", "avprompt.heads", "AVPROMPT_HEADS_PATH")
+        _DISCOVERED = True
+    return _REGISTRY
+
+
+def get_head(key: str) -> type:
+    reg = discover()
+    if key not in reg:
+        raise ValueError(f"unknown head {key!r}; registered: {', '.join(sorted(reg))}")
+    return reg[key]
+
+
+def list_heads(task: str | None = None) -> list[str]:
+    return sorted(k for k, c in discover().items() if task is None or task in c.tasks)

@@ -1,0 +1,71 @@
+"""Discovery of drop-in files: one scanning rule for every kind of plugin (methods, tasks, heads).
+
+``scan(kind, package, group, env_var)`` imports every public module of ``package`` (a folder of the
+repo), every entry point of ``group`` (a user's installed package) and every ``*.py`` in the
+folders of the environment variable ``env_var`` (os.pathsep-separated). Importing a file runs its
+``register_*`` call. A file that fails to import is one error (``error``, default ``PluginError``)
+naming its path; errors the registry itself raises (a duplicate key) pass through unchanged.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import pkgutil
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+
+class PluginError(RuntimeError):
+    pass
+
+
+def import_module(kind: str, name: str, path, error: type = PluginError) -> None:
+    try:
+        importlib.import_module(name)
+    except error:
+        raise
+    except Exception as e:  # report the file, not a traceback deep in the import system
+        raise error(f"{kind} file {path} failed to import: {type(e).__name__}: {e}") from e
+
+
+def import_file(kind: str, path: Path, error: type = PluginError) -> None:
+    """Import one user file (once per path) as ``avprompt_user_<kind>s.<stem>``."""
+    name = f"avprompt_user_{kind}s.{path.stem}"
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except error:
+        del sys.modules[name]
+        raise
+    except Exception as e:
+        del sys.modules[name]
+        raise error(f"{kind} file {path} failed to import: {type(e).__name__}: {e}") from e
+
+
+def scan(kind: str, package: str, group: str, env_var: str, error: type = PluginError,
+         extra_modules: tuple[str, ...] = ()) -> None:
+    """Import every drop-in ``kind`` file: the package's modules, ``extra_modules``, the entry
+    points of ``group``, the ``*.py`` files of the ``$env_var`` folders."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            import_module(kind, f"{package}.{info.name}", Path(pkg.__path__[0]) / f"{info.name}.py", error)
+    for mod in extra_modules:
+        if importlib.util.find_spec(mod) is not None:
+            import_module(kind, mod, mod, error)
+    for ep in entry_points(group=group):
+        try:
+            ep.load()
+        except error:
+            raise
+        except Exception as e:
+            raise error(f"entry point {ep.name} = {ep.value} ({group}) failed to load: {e}") from e
+    for folder in filter(None, os.environ.get(env_var, "").split(os.pathsep)):
+        for path in sorted(Path(folder).glob("*.py")):
+            import_file(kind, path, error)
