@@ -79,6 +79,15 @@ def report_command(
     records = results.load_results(dir)
     if not records:
         _fail(f"no result files (*.json) under {dir}")
+    supervised = [r for r in records if r["key"].get("shots") == results.FULL_SHOTS]
+    if supervised:  # task heads on the whole training set: their own table, encoder modes paired
+        from avprompt.supervised.compare import comparison, format_comparison
+        for task in sorted({r["key"]["task"] for r in supervised}):
+            if not tasks or task in _split(tasks):
+                sys.stdout.write(format_comparison(comparison(dir, task), task) + "\n\n")
+        records = [r for r in records if r["key"].get("shots") != results.FULL_SHOTS]
+        if not records:
+            return
     try:
         df = report.select_rows(report.to_dataframe(records), tasks=_split(tasks), methods=_split(methods),
                                 branches=_split(branches))

@@ -19,7 +19,7 @@ def train_command(
     out: str = typer.Option("runs", "--out", help="results store (cells under <out>/supervised/)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="cap the head's epochs"),
-    max_epochs_in_network: int = typer.Option(8, "--max-epochs-in-network",
+    max_epochs_in_network: int = typer.Option(4, "--max-epochs-in-network",
                                               help="cap for dg-sct / lavish (0: none)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="KEY=VALUE for the head or the encoder "
                                              "mode (repeatable), e.g. lr=5e-4, use_temporal=false"),
@@ -30,7 +30,8 @@ def train_command(
     """Train a task head on the shared encoder (full training set), select on validation, score test."""
     from avprompt.cli_bench import _ints
     from avprompt.config import parse_kv
-    from avprompt.supervised.commands import comparison, format_comparison, train_supervised
+    from avprompt.supervised.commands import train_supervised
+    from avprompt.supervised.compare import comparison, format_comparison
     from avprompt.supervised.run import TrainConfig
 
     cfg = TrainConfig(task=task, encoder=encoder, head=head or "", seeds=_ints(seeds, "--seeds"), data=data,

@@ -90,7 +90,8 @@ def test_bad_train_options_are_one_line_errors(tiny_env, tmp_path, args, message
 
 
 def test_comparison_pairs_modes_on_the_same_videos_and_seeds(tiny_env, tmp_path):
-    from avprompt.supervised.commands import comparison, format_comparison, train_supervised
+    from avprompt.supervised.commands import train_supervised
+    from avprompt.supervised.compare import comparison, format_comparison
     for mode in ("frozen", "lavish"):
         train_supervised(_cfg(tmp_path, task="ave-sup", encoder=mode, seeds=[1, 2], max_epochs=1))
     rows = {r["method"]: r for r in comparison(tmp_path / "supervised", "ave-sup")}

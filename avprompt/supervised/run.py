@@ -23,7 +23,6 @@ from torch import nn
 
 from avprompt.config import apply_overrides
 
-FULL = "full"  # the shots component of a supervised cell: the whole training set
 
 
 @dataclass
@@ -41,7 +40,7 @@ class TrainConfig:
     out: str = "runs"
     suite: str = "supervised"
     # epoch cap for in-network modes (the towers run every step: ~10x a frozen epoch); None = head's
-    max_epochs_in_network: int | None = 8
+    max_epochs_in_network: int | None = 4
     max_epochs: int | None = None
     overrides: dict = field(default_factory=dict)  # flat: head-config and encoder-config fields
     save_checkpoints: bool = True
