@@ -8,6 +8,23 @@ from pathlib import Path
 from typing import Any
 
 
+@dataclasses.dataclass
+class TrainingConfig:
+    """The optimisation fields the one training loop (``avprompt.engine.loop``) reads; method and
+    head configs derive it, each carrying its reference values next to its code."""
+
+    optimizer: str = "sgd"  # "sgd" | "adam" | "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"  # "cosine" | "multistep" | "constant"
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    epochs: int = 20
+    batch_size: int = 8
+    grad_clip: float = 1.0
+
+
 def load_config_file(path: str | Path) -> dict:
     """Flat dict from a TOML or YAML file (one level of tables allowed for per-method overrides)."""
     path = Path(path)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avprompt.config import TrainingConfig
 from avprompt.task import TaskSpec
 
 #: What a method does with the few shots (one declared ``Method.kind``):
@@ -85,24 +86,14 @@ def check_declaration(cls) -> None:
 
 
 @dataclass
-class MethodConfig:
+class MethodConfig(TrainingConfig):
     """Fields every method config has (subclasses add their own and override defaults).
 
-    The optimisation fields are read by the shared training loop, so each method carries its
-    reference hyper-parameters next to its code.
+    The optimisation fields (``TrainingConfig``) are read by the shared training loop, so each
+    method carries its reference hyper-parameters next to its code.
     """
 
     modality: str = "v"  # "v" (CLIP branch), "a" (CLAP branch) or "av" (both, late fusion)
-    optimizer: str = "sgd"  # "sgd" | "adam" | "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"  # "cosine" | "multistep" | "constant"
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
-    epochs: int = 20
-    batch_size: int = 8
-    grad_clip: float = 1.0
     # Multipliers of ``lr`` tried on validation (e.g. (1, 10, 100)); () = the reference lr only.
     # For reference learning rates tuned on CLIP's logit scale (100) run on towers with another
     # scale; the chosen one is recorded as a change from the reference value.

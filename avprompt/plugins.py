@@ -21,6 +21,14 @@ class PluginError(RuntimeError):
     pass
 
 
+def check_unique(registry: dict, kind: str, key: str, cls: type, error: type = PluginError) -> None:
+    """A key registered again by ANOTHER class is an error naming both (a re-import is not)."""
+    prev = registry.get(key)
+    if prev is not None and f"{prev.__module__}.{prev.__qualname__}" != f"{cls.__module__}.{cls.__qualname__}":
+        raise error(f"duplicate {kind} key {key!r}: {prev.__module__}.{prev.__qualname__} and "
+                    f"{cls.__module__}.{cls.__qualname__}; rename one")
+
+
 def import_module(kind: str, name: str, path, error: type = PluginError) -> None:
     try:
         importlib.import_module(name)

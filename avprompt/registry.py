@@ -26,10 +26,8 @@ def register_method(key: str):
             check_declaration(cls)
         except ValueError as e:
             raise RegistryError(f"method {key!r}: {e}") from None
-        prev = _REGISTRY.get(key)
-        if prev is not None and f"{prev.__module__}.{prev.__qualname__}" != f"{cls.__module__}.{cls.__qualname__}":
-            raise RegistryError(f"duplicate method key {key!r}: {prev.__module__}.{prev.__qualname__} "
-                                f"and {cls.__module__}.{cls.__qualname__}; rename one")
+        from avprompt.plugins import check_unique
+        check_unique(_REGISTRY, "method", key, cls, RegistryError)
         cls.key = key
         _REGISTRY[key] = cls
         return cls

@@ -23,26 +23,23 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from avprompt.plugins import PluginError, scan
+from avprompt.config import TrainingConfig
+from avprompt.plugins import PluginError, check_unique, scan
 
 _REGISTRY: dict[str, type] = {}
 _DISCOVERED = False
 
 
 @dataclass
-class HeadConfig:
-    """Fields every head config has; the shared training loop reads the optimisation ones."""
+class HeadConfig(TrainingConfig):
+    """Fields every head config has; the shared training loop reads the optimisation ones
+    (``TrainingConfig``; heads train from scratch: Adam, no warm-up)."""
 
-    optimizer: str = "adam"  # "sgd" | "adam" | "adamw"
+    optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"  # "cosine" | "multistep" | "constant"
     warmup_epochs: int = 0
-    warmup_lr: float = 1e-5
-    epochs: int = 20
     batch_size: int = 16
-    grad_clip: float = 1.0
     hidden: int = 128  # width the head projects both modalities to
     dropout: float = 0.1
 
@@ -67,6 +64,11 @@ class Head(nn.Module):
         raise NotImplementedError
 
 
+def projection(d_in: int, d: int, dropout: float) -> nn.Sequential:
+    """Linear -> ReLU -> dropout: one modality's features (B, T, d_in) to the head width d."""
+    return nn.Sequential(nn.Linear(d_in, d), nn.ReLU(), nn.Dropout(dropout))
+
+
 def register_head(key: str):
     """Class decorator: register a ``Head`` subclass under a kebab-case key."""
     def deco(cls):
@@ -76,10 +78,7 @@ def register_head(key: str):
             raise PluginError(f"head {key!r} ({cls.__module__}): declare tasks = (...) it serves")
         if not (isinstance(cls.config_class, type) and issubclass(cls.config_class, HeadConfig)):
             raise PluginError(f"head {key!r}: config_class must derive avprompt.heads.HeadConfig")
-        prev = _REGISTRY.get(key)
-        if prev is not None and f"{prev.__module__}.{prev.__qualname__}" != f"{cls.__module__}.{cls.__qualname__}":
-            raise PluginError(f"duplicate head key {key!r}: {prev.__module__}.{prev.__qualname__} and "
-                              f"{cls.__module__}.{cls.__qualname__}; rename one")
+        check_unique(_REGISTRY, "head", key, cls, PluginError)
         cls.key = key
         _REGISTRY[key] = cls
         return cls

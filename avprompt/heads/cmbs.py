@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avprompt.heads import Head, HeadConfig, register_head
+from avprompt.heads import Head, HeadConfig, projection, register_head
 
 
 @dataclass
@@ -49,8 +49,7 @@ class CMBSHead(Head):
     def __init__(self, dims, num_classes, config: CMBSConfig):
         super().__init__(dims, num_classes, config)
         d = config.hidden
-        self.proj_v = nn.Sequential(nn.Linear(dims[0], d), nn.ReLU(), nn.Dropout(config.dropout))
-        self.proj_a = nn.Sequential(nn.Linear(dims[1], d), nn.ReLU(), nn.Dropout(config.dropout))
+        self.proj_v, self.proj_a = projection(dims[0], d, config.dropout), projection(dims[1], d, config.dropout)
         self.v_from_a, self.a_from_v = _CrossAttention(d, config.dropout), _CrossAttention(d, config.dropout)
         self.gru = nn.GRU(2 * d, d, batch_first=True, bidirectional=True)
         self.relevance = nn.Linear(2 * d, 1)

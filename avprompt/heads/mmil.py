@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avprompt.heads import Head, HeadConfig, register_head
+from avprompt.heads import Head, HeadConfig, projection, register_head
 
 
 @dataclass
@@ -54,8 +54,7 @@ class MMILHead(Head):
     def __init__(self, dims, num_classes, config: MMILConfig):
         super().__init__(dims, num_classes, config)
         d = config.hidden
-        self.proj_v = nn.Sequential(nn.Linear(dims[0], d), nn.ReLU(), nn.Dropout(config.dropout))
-        self.proj_a = nn.Sequential(nn.Linear(dims[1], d), nn.ReLU(), nn.Dropout(config.dropout))
+        self.proj_v, self.proj_a = projection(dims[0], d, config.dropout), projection(dims[1], d, config.dropout)
         self.layers_a = nn.ModuleList(_HybridLayer(d, config.dropout) for _ in range(config.layers))
         self.layers_v = nn.ModuleList(_HybridLayer(d, config.dropout) for _ in range(config.layers))
         self.classify = nn.Linear(d, num_classes)
