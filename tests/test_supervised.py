@@ -150,3 +150,16 @@ def test_cmbs_learns_localisation_with_a_known_answer():
     acc = (pred == st).float().mean().item() * 100
     floor = max((st == c).float().mean().item() for c in range(C + 1)) * 100
     assert acc > floor + 30, (acc, floor)
+
+
+def test_data_stats_shows_the_dense_llp_annotations(annotations_root):
+    """`data stats --dataset llp` on the real files: every test video has dense rows (1200), and
+    the constant floors and the weak-label ceiling of the AVVP metrics are printed."""
+    from typer.testing import CliRunner
+
+    from avprompt.cli import app
+    r = CliRunner().invoke(app, ["data", "stats", "--dataset", "llp", "--root", str(annotations_root / "llp")])
+    assert r.exit_code == 0, r.output
+    assert "avvp test: 1200 videos, 1200 with dense rows; events audio 2638, visual 1625" in r.output
+    assert "avvp val: 649 videos, 649 with dense rows" in r.output
+    assert "avvp test nothing" in r.output and "avvp test weak_oracle" in r.output
