@@ -184,8 +184,9 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
     import warnings
 
     from avprompt.engine.cell import run_cell
-    from avprompt.results import (build_result, cell_state, claim_cell, peak_memory_mb, predictions_path,
-                                  release_cell, result_path, write_predictions, write_result)
+    from avprompt.cell_claims import claim_cell, release_cell
+    from avprompt.results import (build_result, cell_state, peak_memory_mb, predictions_path,
+                                  result_path, write_predictions, write_result)
 
     ws = _workspace(cfg)
     key = cell_key(cfg, plan, ws.encoders.name)

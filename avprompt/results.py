@@ -27,9 +27,7 @@ fingerprint, backbone architecture + weights fingerprint, and the resolved confi
 ``stale`` (naming the fields that differ: the cell is rerun and its file replaced) or ``failed``
 (retried: a failure is usually an environment problem, e.g. out of memory, that a rerun may not hit).
 
-Claims: a sweep claims a cell before computing it (``<seedS>.claim`` beside the JSON, holding the
-owner's pid and host, created exclusively), so two sweeps on one store never both compute a cell;
-a claim whose owner died (same host, pid gone) or that is older than ``CLAIM_TTL_S`` is taken over.
+Claims (one computing sweep per cell) live in ``avprompt.cell_claims``.
 
 Records never hold a bare ``NaN``/``Infinity`` (invalid JSON): such a value is written as null and
 its path listed under ``nulls`` with the reason.
@@ -443,71 +441,3 @@ def cell_state(root: str | os.PathLike, key: CellKey, identity: dict | None = No
 def cell_done(root: str | os.PathLike, key: CellKey, identity: dict | None = None) -> bool:
     """True when ``key`` has a readable ok result of the same experiment (a rerun skips it)."""
     return cell_state(root, key, identity)[0] == "done"
-
-
-# ----- claims: one computing sweep per cell ------------------------------------------------------
-CLAIM_TTL_S = float(os.environ.get("AVPROMPT_CLAIM_TTL_S", 24 * 3600))
-
-
-def claim_path(root: str | os.PathLike, key: CellKey) -> Path:
-    return result_path(root, key).with_suffix(".claim")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def claim_owner(root: str | os.PathLike, key: CellKey) -> dict | None:
-    """The live claim on ``key`` ({pid, host, started}) or None (no claim, or a stale one)."""
-    path = claim_path(root, key)
-    try:
-        owner = json.loads(path.read_text(encoding="utf-8"))
-        started = float(owner.get("time", 0))
-    except (OSError, ValueError, AttributeError):
-        return None
-    if owner.get("host") == platform.node() and not _alive(int(owner.get("pid", -1))):
-        return None
-    if _dt.datetime.now().timestamp() - started > CLAIM_TTL_S:
-        return None
-    return owner
-
-
-def claim_cell(root: str | os.PathLike, key: CellKey) -> dict | None:
-    """Claim ``key`` for this process. Returns None on success, else the live owner's claim.
-
-    The claim file is created exclusively (``O_EXCL``); a stale claim (dead owner on this host, or
-    older than ``CLAIM_TTL_S``) is removed and the claim retried once. Temporary files a killed
-    writer left for this cell are removed once the claim is ours (nobody else writes the cell).
-    """
-    path = claim_path(root, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"pid": os.getpid(), "host": platform.node(), "time": _dt.datetime.now().timestamp()}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = claim_owner(root, key)
-            if owner is not None:
-                return owner
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(me, f)
-        stem = result_path(root, key).stem
-        for tmp in path.parent.glob(f".{stem}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-        return None
-    return claim_owner(root, key) or {"pid": "?", "host": "?"}
-
-
-def release_cell(root: str | os.PathLike, key: CellKey) -> None:
-    claim_path(root, key).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from avprompt import cell_claims as C
 from avprompt import results as R
 from avprompt.bench import BenchConfig, run_bench
 
@@ -190,15 +191,15 @@ def test_a_dead_owners_claim_is_taken_over(tmp_path):
     key = R.CellKey("fewshot", "ave", "coop", "bb", 1, 1)
     p = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(p.stdout)
-    path = R.claim_path(tmp_path, key)
+    path = C.claim_path(tmp_path, key)
     path.parent.mkdir(parents=True)
     import json
     import platform
     import time
     path.write_text(json.dumps({"pid": dead, "host": platform.node(), "time": time.time()}))
     (path.parent / ".seed1.abc.tmp").write_text("half a record")
-    assert R.claim_cell(tmp_path, key) is None  # taken over
+    assert C.claim_cell(tmp_path, key) is None  # taken over
     assert not (path.parent / ".seed1.abc.tmp").exists()
-    assert R.claim_owner(tmp_path, key)["pid"] == os.getpid()  # a live claim blocks others
-    R.release_cell(tmp_path, key)
+    assert C.claim_owner(tmp_path, key)["pid"] == os.getpid()  # a live claim blocks others
+    C.release_cell(tmp_path, key)
     assert not path.exists()

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avprompt.cell_claims import pid_alive
 from avprompt.data.layout import frame_files, pre_extracted_wave
 from avprompt.data.records import NUM_SEGMENTS, ClipRecord, DatasetIndex
 
@@ -93,16 +94,6 @@ def media_key(clip: ClipRecord, params: dict, stamp: str | None = None) -> str:
     stamp = media_stamp(media) if stamp is None else stamp
     version = _sha(json.dumps([stamp, params], sort_keys=True))
     return f"{stem}-{_sha(os.path.realpath(media))}-{version}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: another user's live process
-        return True
-    return True
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -216,7 +207,7 @@ class MediaCache:
                     old = now - e.stat().st_mtime > STALE_TMP_SECONDS
                 except FileNotFoundError:
                     continue
-                if old or (m["host"] == _HOST and not _pid_alive(int(m["pid"]))):
+                if old or (m["host"] == _HOST and not pid_alive(int(m["pid"]))):
                     Path(e.path).unlink(missing_ok=True)
                     removed += 1
         return removed
