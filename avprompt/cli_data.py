@@ -16,6 +16,8 @@ app = typer.Typer(help="Datasets: prepare media caches, statistics, manifests.",
                   no_args_is_help=True)
 
 DATASET_HELP = "ave | llp | vggsound | vggsound40k | manifest:FILE"
+#: ``data stats`` also reads AVSBench-object (S4, MS3) and MUSIC-AVQA (not clip datasets)
+STATS_DATASET_HELP = DATASET_HELP + " | avs-s4 | avs-ms3 | musicavqa"
 
 
 def default_cache_dir() -> Path:
@@ -57,7 +59,7 @@ def prepare(
 
 @app.command()
 def stats(
-    dataset: str = typer.Option(..., help=DATASET_HELP),
+    dataset: str = typer.Option(..., help=STATS_DATASET_HELP),
     root: Optional[Path] = typer.Option(None, help="dataset folder (annotation files)"),
     protocol: str = typer.Option("standard", help="standard | reference"),
     as_json: bool = typer.Option(False, "--json", help="print the full statistics as JSON"),
@@ -72,6 +74,11 @@ def stats(
     if as_json:
         typer.echo(json.dumps(s, indent=1))
         return
+    if s.get("kind") in ("avs", "avqa"):
+        (_echo_avs if s["kind"] == "avs" else _echo_avqa)(s)
+        if s["quirks"]:
+            typer.echo("quirks: " + ", ".join(f"{k} {v}" for k, v in s["quirks"].items()))
+        return
     typer.echo(f"{s['dataset']}: {s['rows']} rows, {s['classes']} classes, splits "
                + ", ".join(f"{k} {v}" for k, v in s["splits"].items())
                + f"; media present {s['media_present']}")
@@ -83,6 +90,27 @@ def stats(
         _echo_avvp(s["avvp"])
     if s["quirks"]:
         typer.echo("quirks: " + ", ".join(f"{k} {v}" for k, v in s["quirks"].items()))
+
+
+def _echo_avs(s: dict) -> None:
+    """AVSBench-object: rows and masks per split, categories, media present."""
+    cats = f", {s['categories']} categories" if s["categories"] else ""
+    typer.echo(f"{s['dataset']}: {s['rows']} rows{cats}, splits "
+               + ", ".join(f"{k} {v}" for k, v in s["splits"].items()) + f" ({s['meta_file']})")
+    typer.echo(f"{s['frames_per_video']} frames per video; masks "
+               + ", ".join(f"{k} {v}" for k, v in s["masks"].items()))
+    typer.echo("media present (videos): "
+               + ", ".join(f"{k} {v}" for k, v in s["media_present"].items()))
+
+
+def _echo_avqa(s: dict) -> None:
+    """MUSIC-AVQA: questions per split (rows read, kept), groups and types, answers, media."""
+    typer.echo(f"musicavqa ({s['source']}): {s['rows']} questions, splits "
+               + ", ".join(f"{k} {v} (read {s['rows_read'][k]})" for k, v in s["splits"].items())
+               + f"; {s['type_pairs']} question types, {s['answers']} answers")
+    for split, types in s["types"].items():
+        typer.echo(f"{split} types: " + ", ".join(f"{k} {v}" for k, v in types.items()))
+    typer.echo(f"media present: {s['media_present']} of {s['videos']} videos (videos/<id>.mp4)")
 
 
 def _echo_avvp(a: dict) -> None:

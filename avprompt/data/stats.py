@@ -15,6 +15,11 @@
   the one that protocol reports (``constant_floors``; ``metric_floors`` gives the same for any
   list of clips, e.g. the test clips one cell was scored on);
 * ``quirks``: the reader's quirk counts.
+
+``avs-s4`` / ``avs-ms3`` (AVSBench-object) and ``musicavqa`` are not clip-classification
+datasets: ``stats`` dispatches them by name to ``avs_stats`` / ``avqa_stats`` (``kind`` "avs" /
+"avqa"): rows per split, categories (S4) or question groups and types, answers, media present and
+quirk counts (duplicates included); no shots and no floors.
 """
 from __future__ import annotations
 
@@ -140,12 +145,30 @@ def index_stats(index: DatasetIndex, protocol: str = "standard") -> dict:
     return out
 
 
+#: datasets with their own readers and statistics (not ClipRecord indexes)
+OTHER_DATASETS = ("avs-s4", "avs-ms3", "musicavqa")
+
+
+def _other_stats(key: str, root: str | Path | None) -> dict:
+    if root is None:
+        raise ValueError(f"dataset {key!r} needs --root DIR (the folder with its annotation files)")
+    if key == "musicavqa":
+        from avprompt.data.musicavqa import avqa_stats, read_musicavqa
+        return avqa_stats(read_musicavqa(Path(root)))
+    from avprompt.data.avsbench import avs_stats, read_avsbench
+    return avs_stats(read_avsbench(Path(root), key.split("-", 1)[1]))
+
+
 def stats(dataset: str, root: str | Path | None, protocol: str = "standard") -> dict:
     """Statistics of ``dataset`` (a name or ``manifest:FILE``) read from ``root``.
 
     For a SynthAV world (``synthav.json`` beside the dataset folder) the generator's oracle
     ceilings (visual-only, audio-only, audio-visual accuracy from the ground truth) are added.
+    ``avs-s4`` / ``avs-ms3`` / ``musicavqa`` go to their own statistics (module docstring).
     """
+    key = dataset.strip().lower()
+    if key in OTHER_DATASETS:
+        return _other_stats(key, root)
     out = index_stats(load_dataset(dataset, root), protocol)
     if root is not None:
         meta = Path(root).parent / "synthav.json"
