@@ -116,6 +116,7 @@ def _mount_optional_groups():
                                ("avprompt.cli_bench", "bench", "command"),
                                ("avprompt.cli_bench", "zeroshot", "command"),
                                ("avprompt.cli_bench", "predict", "command"),
+                               ("avprompt.cli_explain", "explain", "command"),
                                ("avprompt.cli_train", "train", "command"),
                                ("avprompt.cli_train", "eval", "command"),
                                ("avprompt.cli_report", "report", "command")):
