@@ -43,7 +43,10 @@ def methods_cmd(pattern: str = typer.Argument("*", help="glob over method keys")
                 params: Optional[str] = typer.Option(None, "--params", help="print the parameter report of METHOD"),
                 backbones: str = typer.Option("tiny", "--backbones", help="backbone spec for --params"),
                 task: str = typer.Option("ave", "--task", help="task for --params (ave|ave-cls|llp-cls)")):
-    """List registered methods (key, modalities, kind, runs_on, description), or a parameter report."""
+    """List registered methods (key, modalities, kind, runs_on, description), or a parameter report.
+
+    Example: avprompt methods "co*" --params
+    """
     from avprompt.registry import discover, list_methods
 
     if params:
@@ -65,7 +68,10 @@ def methods_cmd(pattern: str = typer.Argument("*", help="glob over method keys")
 @app.command("tasks")
 def tasks_cmd(pattern: str = typer.Argument("*", help="glob over task names"),
               protocol: Optional[str] = typer.Option(None, "--protocol", help="only few-shot | pretrain | supervised")):
-    """List registered tasks (name, dataset, level, protocol, primary metric, description)."""
+    """List registered tasks (name, dataset, level, protocol, primary metric, description).
+
+    Example: avprompt tasks "ave*"
+    """
     from fnmatch import fnmatch
 
     from avprompt.tasks import PROTOCOLS, list_tasks
@@ -86,7 +92,10 @@ def tasks_cmd(pattern: str = typer.Argument("*", help="glob over task names"),
 
 @backbones_app.command("list")
 def backbones_list(all_open_clip: bool = typer.Option(False, "--all", help="also list every open_clip architecture")):
-    """Known encoder architectures and where their weights come from."""
+    """Known encoder architectures and where their weights come from.
+
+    Example: avprompt backbones list --all
+    """
     from avprompt.encoders.factory import known_architectures
     rows = known_architectures()
     if not all_open_clip:
@@ -101,7 +110,10 @@ def backbones_build(world: str = typer.Option("synthav", "--world", help="the wo
                     out: Optional[str] = typer.Option(None, "--out", help="output folder (default: the package's assets)"),
                     seed: int = typer.Option(0, "--seed"),
                     quick: bool = typer.Option(False, "--quick", help="a reduced build (minutes), for checks")):
-    """Pre-train the embedded CLIP/CLAP backbones on the SynthAV caption corpus."""
+    """Pre-train the embedded CLIP/CLAP backbones on the SynthAV caption corpus.
+
+    Example: avprompt backbones build --out /tmp/backbones --quick
+    """
     if world != "synthav":
         fail(f"--world {world!r}: only synthav is supported")
     from avprompt.synthav.backbones import ASSETS, build_backbones

@@ -6,6 +6,20 @@ from typing import Optional
 
 import typer
 
+from avprompt.bench import BenchConfig
+from avprompt.zeroshot import ZeroShotConfig
+
+
+def _shown(cls, name: str) -> str:
+    """The real default of a config field, for ``--help``: options default to None on the command
+    line (None = "not given", so a config file's value is not overridden), the value lives in the
+    dataclass."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    v = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(v, (list, tuple)):
+        v = ",".join(map(str, v))
+    return "none" if v is None else str(v)
+
 
 def _ints(value: Optional[str], option: str) -> Optional[list[int]]:
     if value is None:
@@ -21,46 +35,49 @@ def _strs(value: Optional[str]) -> Optional[list[str]]:
 
 
 def bench_command(
-    shots: Optional[str] = typer.Option(None, "--shots", help="comma-separated K, e.g. 1,2,4,8,16"),
-    tasks: Optional[str] = typer.Option(None, "--tasks", help="ave,ave-cls,llp-cls"),
-    methods: Optional[str] = typer.Option(None, "--methods", help="all | KEYS | GLOB (comma-separated)"),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default 1,2,3)"),
-    seeds_in_network: Optional[str] = typer.Option(None, "--seeds-in-network",
+    shots: Optional[str] = typer.Option(None, "--shots", show_default=_shown(BenchConfig, "shots"), help="comma-separated K, e.g. 1,2,4,8,16"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", show_default=_shown(BenchConfig, "tasks"), help="ave,ave-cls,llp-cls"),
+    methods: Optional[str] = typer.Option(None, "--methods", show_default=_shown(BenchConfig, "methods"), help="all | KEYS | GLOB (comma-separated)"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", show_default=_shown(BenchConfig, "seeds"), help="comma-separated seeds"),
+    seeds_in_network: Optional[str] = typer.Option(None, "--seeds-in-network", show_default=_shown(BenchConfig, "seeds_in_network"),
                                                    help="seeds of DG-SCT, MaPLe (and CoCoOp on SynthAV) "
-                                                        "(default 1; 'all' = --seeds)"),
-    data: Optional[str] = typer.Option(None, "--data", help="synthav | DIR | manifest:FILE"),
-    backbones: Optional[str] = typer.Option(None, "--backbones", help="synthav | tiny | clip=ARCH@W,clap=ARCH@W"),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="standard | reference"),
-    modality: Optional[str] = typer.Option(None, "--modality", help="auto | v | a | av"),
-    out: Optional[str] = typer.Option(None, "--out", help="results store (default: runs/, a working folder; "
+                                                        "('all' = --seeds)"),
+    data: Optional[str] = typer.Option(None, "--data", show_default=_shown(BenchConfig, "data"), help="synthav | DIR | manifest:FILE"),
+    backbones: Optional[str] = typer.Option(None, "--backbones", show_default=_shown(BenchConfig, "backbones"), help="synthav | tiny | clip=ARCH@W,clap=ARCH@W"),
+    protocol: Optional[str] = typer.Option(None, "--protocol", show_default=_shown(BenchConfig, "protocol"), help="standard | reference"),
+    modality: Optional[str] = typer.Option(None, "--modality", show_default=_shown(BenchConfig, "modality"), help="auto | v | a | av"),
+    out: Optional[str] = typer.Option(None, "--out", show_default=_shown(BenchConfig, "out"), help="results store (runs/ is a working folder; "
                                       "results/ is the committed snapshot)"),
-    executor: Optional[str] = typer.Option(None, "--executor", help="local | ray"),
-    audio_pass: Optional[str] = typer.Option(None, "--audio-pass", help="segment (one audio-tower pass per "
+    executor: Optional[str] = typer.Option(None, "--executor", show_default=_shown(BenchConfig, "executor"), help="local | ray"),
+    audio_pass: Optional[str] = typer.Option(None, "--audio-pass", show_default=_shown(BenchConfig, "audio_pass"), help="segment (one audio-tower pass per "
                                              "1 s segment, the reference) | clip (one pass per clip, each "
                                              "segment from its own time span; cached-feature methods)"),
-    jobs: Optional[int] = typer.Option(None, "--jobs", help="cells at once on this machine (local executor; "
-                                       "default 0 = one per CPU core, at most 4, for sweeps over ~2 min; "
+    jobs: Optional[int] = typer.Option(None, "--jobs", show_default=_shown(BenchConfig, "jobs"), help="cells at once on this machine (local executor; "
+                                       "0 = one per CPU core, at most 4, for sweeps over ~2 min; "
                                        "1 on a GPU)"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray address (e.g. auto)"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
-    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="cap cached-feature methods' epochs (0: none)"),
-    max_epochs_in_network: Optional[int] = typer.Option(None, "--max-epochs-in-network",
+    device: Optional[str] = typer.Option(None, "--device", show_default=_shown(BenchConfig, "device"), help="auto | cpu | cuda"),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", show_default=_shown(BenchConfig, "max_epochs"), help="cap cached-feature methods' epochs (0: none)"),
+    max_epochs_in_network: Optional[int] = typer.Option(None, "--max-epochs-in-network", show_default=_shown(BenchConfig, "max_epochs_in_network"),
                                                         help="cap DG-SCT's / MaPLe's epochs (0: none)"),
-    select: Optional[str] = typer.Option(None, "--select", help="val (default: the initial state and every "
+    select: Optional[str] = typer.Option(None, "--select", show_default=_shown(BenchConfig, "select"), help="val (the initial state and every "
                                          "epoch compete on validation, ties to the later) | last (the "
                                          "references' last epoch)"),
     config: Optional[str] = typer.Option(None, "--config", help="suite file (TOML/YAML, flat)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="method option METHOD.KEY=VALUE (repeatable), "
                                              "e.g. dg-sct.preset=reference; after the config file's"),
-    suite: Optional[str] = typer.Option(None, "--suite", help="suite name (result sub-folder)"),
+    suite: Optional[str] = typer.Option(None, "--suite", show_default=_shown(BenchConfig, "suite"), help="suite name (result sub-folder)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print each cell as new / done / stale (with the "
                                  "field that differs) / skipped (with why), and exit"),
     rerun: bool = typer.Option(False, "--rerun", help="recompute every cell, even those already done"),
     save_checkpoints: bool = typer.Option(False, "--save-checkpoints", help="keep each computed cell's "
                                           "trained state beside its JSON (seed<S>.ckpt.pt) for `avprompt predict`"),
 ):
-    """Few-shot sweep: every (task, method, shots, seed) cell, one JSON each, then table + curves."""
-    from avprompt.bench import BenchConfig, run_bench
+    """Few-shot sweep: every (task, method, shots, seed) cell, one JSON each, then table + curves.
+
+    Example: avprompt bench --tasks ave --methods coop,dg-sct --shots 1,16 --seeds 1,2,3
+    """
+    from avprompt.bench import run_bench
 
     cfg = BenchConfig.from_sources(
         config, shots=_ints(shots, "--shots"), tasks=_strs(tasks), methods=methods, seeds=_ints(seeds, "--seeds"),
@@ -83,22 +100,25 @@ def bench_command(
 
 def zeroshot_command(
     pretrain: str = typer.Option("vggsound40k", "--pretrain", help="pre-training set (vggsound40k)"),
-    targets: Optional[str] = typer.Option(None, "--targets", help="ave,ave-cls,llp-cls"),
-    methods: Optional[str] = typer.Option(None, "--methods", help="all | KEYS | GLOB"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    data: Optional[str] = typer.Option(None, "--data", help="synthav | DIR (with vggsound40k/, ave/, llp/)"),
-    backbones: Optional[str] = typer.Option(None, "--backbones"),
-    out: Optional[str] = typer.Option(None, "--out"),
-    device: Optional[str] = typer.Option(None, "--device"),
-    max_epochs: Optional[int] = typer.Option(None, "--max-epochs"),
+    targets: Optional[str] = typer.Option(None, "--targets", "--tasks", show_default=_shown(ZeroShotConfig, "targets"), help="target tasks, e.g. ave,ave-cls,llp-cls (--tasks is the same option)"),
+    methods: Optional[str] = typer.Option(None, "--methods", show_default=_shown(ZeroShotConfig, "methods"), help="all | KEYS | GLOB"),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default=_shown(ZeroShotConfig, "seed")),
+    data: Optional[str] = typer.Option(None, "--data", show_default=_shown(ZeroShotConfig, "data"), help="synthav | DIR (with vggsound40k/, ave/, llp/)"),
+    backbones: Optional[str] = typer.Option(None, "--backbones", show_default=_shown(ZeroShotConfig, "backbones")),
+    out: Optional[str] = typer.Option(None, "--out", show_default=_shown(ZeroShotConfig, "out")),
+    device: Optional[str] = typer.Option(None, "--device", show_default=_shown(ZeroShotConfig, "device")),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", show_default=_shown(ZeroShotConfig, "max_epochs")),
     from_checkpoint: Optional[str] = typer.Option(None, "--from-checkpoint", help="reuse saved pre-trained checkpoints"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="method option METHOD.KEY=VALUE (repeatable), "
                                              "used in pre-training and at evaluation, e.g. "
                                              "dg-sct.preset=reference-pretrain"),
 ):
-    """Pre-train on VGG-Sound 40K, then evaluate on the targets by class names alone (shots = 0)."""
+    """Pre-train on VGG-Sound 40K, then evaluate on the targets by class names alone (shots = 0).
+
+    Example: avprompt zeroshot --pretrain vggsound40k --targets ave-cls,llp-cls --methods dg-sct
+    """
     from avprompt.config import apply_overrides
-    from avprompt.zeroshot import ZeroShotConfig, run_zeroshot
+    from avprompt.zeroshot import run_zeroshot
 
     given = {k: v for k, v in dict(pretrain=pretrain, targets=_strs(targets), methods=methods, seed=seed,
                                    data=data, backbones=backbones, out=out, device=device,

@@ -42,7 +42,10 @@ def prepare(
     sample_rate: int = typer.Option(48000, help="audio sample rate (match the audio encoder)"),
     on_bad_media: str = typer.Option("fail", help="fail | skip (list bad files in report.json)"),
 ) -> None:
-    """Decode every clip once into the on-disk cache (resumable)."""
+    """Decode every clip once into the on-disk cache (resumable).
+
+    Example: avprompt data prepare --dataset ave --root /data/AVE --workers 4
+    """
     from avprompt.data.datasets import load_dataset
     from avprompt.data.prepare import prepare as run_prepare
 
@@ -64,7 +67,10 @@ def stats(
     protocol: str = typer.Option("standard", help="standard | reference"),
     as_json: bool = typer.Option(False, "--json", help="print the full statistics as JSON"),
 ) -> None:
-    """Statistics from the annotation files: split sizes, classes, shots, constant floors."""
+    """Statistics from the annotation files: split sizes, classes, shots, constant floors.
+
+    Example: avprompt data stats --dataset llp --root /data/LLP
+    """
     from avprompt.data.stats import stats as compute
 
     try:
@@ -134,7 +140,10 @@ def export_manifest_cmd(
     out: Optional[Path] = typer.Option(None, help="manifest to write (.csv or .jsonl)"),
 ) -> None:
     """Write a dataset's records as a manifest usable with --data manifest:FILE (media paths
-    absolute); without --dataset, print the manifest format."""
+    absolute); without --dataset, print the manifest format.
+
+    Example: avprompt data export-manifest --dataset ave --root /data/AVE --out ave.csv
+    """
     from avprompt.data.datasets import export_manifest, load_dataset
 
     if dataset is None:
@@ -158,7 +167,10 @@ def synth(
     seed: int = typer.Option(0, help="world seed"),
     workers: int = typer.Option(2, help="parallel encoder processes"),
 ):
-    """Generate the SynthAV world (AVE, LLP and VGG-Sound-40K formats, real mp4 files)."""
+    """Generate the SynthAV world (AVE, LLP and VGG-Sound-40K formats, real mp4 files).
+
+    Example: avprompt data synth --out /tmp/synthav --size tiny
+    """
     from avprompt.synthav import default_world_dir, generate_world
     path = generate_world(out or default_world_dir(size, seed), size=size, seed=seed, workers=workers)
     typer.echo(f"SynthAV ({size}, seed {seed}) in {path}")

@@ -59,7 +59,10 @@ def report_command(
     seeds and test videos where predictions are stored, else Student t), n, floor, paired
     differences (* when their CI excludes 0); list failures. Marks: ↓ not above the floor,
     † architecture changed from the method's reference values, ‡ cells with warnings
-    (footnotes list them)."""
+    (footnotes list them).
+
+    Example: avprompt report results/fewshot --tasks ave --methods "dg-sct,coop*" --html report/
+    """
     if format not in FORMATS:
         _fail(f"--format {format!r}: use one of {', '.join(FORMATS)}")
     if resamples < 0:

@@ -27,7 +27,10 @@ def train_command(
     compare: bool = typer.Option(True, "--compare/--no-compare", help="print every head+encoder of the "
                                  "task in the store with paired intervals"),
 ):
-    """Train a task head on the shared encoder (full training set), select on validation, score test."""
+    """Train a task head on the shared encoder (full training set), select on validation, score test.
+
+    Example: avprompt train --task avvp --encoder dg-sct --seeds 1,2,3 --set use_temporal=false
+    """
     from avprompt.cli_bench import _ints
     from avprompt.config import parse_kv
     from avprompt.supervised.commands import train_supervised
@@ -59,7 +62,10 @@ def eval_command(
                                        "(default: the data it was trained on)"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
 ):
-    """Score a trained supervised cell on the test split."""
+    """Score a trained supervised cell on the test split.
+
+    Example: avprompt eval --checkpoint runs/supervised/.../ave-sup/cmbs+frozen/synthav/full/seed1.ckpt.pt
+    """
     from avprompt.supervised.commands import eval_checkpoint
     res = eval_checkpoint(checkpoint, data=data, device=device)
     typer.echo(f"{res['task']} {res['checkpoint']}: {res['primary_metric']} {res['primary']:.2f} "

@@ -58,3 +58,31 @@ def test_python_api_runs_a_sweep_and_returns_frames(tiny_world, tmp_path, monkey
     assert sorted(df["method_id"]) == ["linear-probe@v", "zeroshot-clip@v"] and df["primary"].notna().all()
     summ = avprompt.summary_frame(tmp_path / "r", resamples=100)
     assert {"mean", "ci_lo", "ci_hi", "n"} <= set(summ.columns)
+
+
+COMMANDS = [["bench"], ["zeroshot"], ["train"], ["eval"], ["predict"], ["explain"], ["report"], ["methods"],
+            ["tasks"], ["backbones", "list"], ["backbones", "build"], ["data", "prepare"], ["data", "stats"],
+            ["data", "export-manifest"], ["data", "synth"]]
+
+
+def test_every_command_help_shows_an_example_and_the_real_defaults():
+    import re
+
+    from avprompt.bench import BenchConfig
+    from avprompt.zeroshot import ZeroShotConfig
+    runner = CliRunner()
+    for cmd in COMMANDS:
+        r = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+        assert r.exit_code == 0, (cmd, r.output)
+        assert "Example: avprompt " + cmd[0] in r.output, cmd
+    out = runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}).output
+    b = BenchConfig()
+    for option, value in (("--shots", ",".join(map(str, b.shots))), ("--tasks", ",".join(b.tasks)),
+                          ("--seeds", ",".join(map(str, b.seeds))), ("--max-epochs", str(b.max_epochs)),
+                          ("--backbones", b.backbones)):
+        line = next(x for x in out.splitlines() if re.search(rf"│ {option}\s", x))
+        assert f"default: ({value})" in line, line  # the dataclass's value, not None
+    out = runner.invoke(app, ["zeroshot", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}).output
+    line = next(x for x in out.splitlines() if "│ --max-epochs" in x)
+    assert f"default: ({ZeroShotConfig().max_epochs})" in line
+    assert "--tasks" in out  # the same option name as bench
