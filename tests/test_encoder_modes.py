@@ -186,3 +186,26 @@ def test_checkpointing_gives_the_same_features(enc, batch):
         a.eval(), b.eval()
         out_a, out_b = a(batch), b(batch)
         assert torch.allclose(out_a[0], out_b[0], atol=1e-6) and torch.allclose(out_a[1], out_b[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MODES)
+def test_vision_tokens_come_from_the_same_pass(enc, batch, name):
+    """``tokens=True``: every vision block's output (B, T, L, C); the last one projects to f_v; at
+    initialisation every mode's tokens are the frozen ones; an opened DG-SCT/LAVisH gate changes them."""
+    m = build(enc, name)
+    vt = enc.vision
+    B, T = batch["frames"].shape[:2]
+    with torch.no_grad():
+        f_v, f_a, toks = m(batch, tokens=True)
+        plain_v, plain_a = m(batch)
+        frozen_toks = build(enc, "frozen")(batch, tokens=True)[2]
+    L = 1 + vt.grid[0] * vt.grid[1]
+    assert len(toks) == len(vt.blocks) and all(t.shape == (B, T, L, vt.width) for t in toks)
+    assert torch.allclose(vt.project(toks[-1].flatten(0, 1)).view(B, T, -1), f_v, atol=1e-5)
+    assert torch.allclose(f_v, plain_v, atol=1e-5) and torch.allclose(f_a, plain_a, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(toks, frozen_toks))
+    if name != "frozen":
+        open_gates(m)
+        with torch.no_grad():
+            moved = m(batch, tokens=True)[2]
+        assert not torch.allclose(moved[-1], frozen_toks[-1], atol=1e-4)

@@ -11,14 +11,21 @@ import torch
 from avprompt.heads import discover, get_head, list_heads
 
 B, T, DV, DA, C = 3, 10, 24, 16, 5
-OUTPUT_KINDS = ({"segment_scores"}, {"seg_prob_audio", "seg_prob_visual", "video_prob"})
+#: the kinds of prediction an evaluator reads (avprompt.heads docstring)
+OUTPUT_KINDS = ({"segment_scores"}, {"seg_prob_audio", "seg_prob_visual", "video_prob"}, {"mask_prob"},
+                {"answer_scores"})
+#: what build_model tells every head about the vision tower (a 4x4 patch grid, 12 channels, 3 blocks)
+CONTEXT = {"vision_width": 12, "vision_grid": (4, 4), "vision_depth": 3, "vocab_size": 20}
 
 
-def _batch():
-    g = torch.Generator().manual_seed(0)
-    seg = torch.randint(0, C + 1, (B, T), generator=g)
-    return {"segment_labels": seg, "label": torch.randint(0, C, (B,), generator=g),
-            "video_labels": (torch.rand(B, C, generator=g) > 0.5).float()}
+def _inputs(cls, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    batch = cls.example_batch(B, T, C, CONTEXT, g)
+    if cls.needs_tokens:
+        L = 1 + CONTEXT["vision_grid"][0] * CONTEXT["vision_grid"][1]
+        batch["tokens_v"] = [torch.randn(B, T, L, CONTEXT["vision_width"], generator=g)
+                             for _ in range(CONTEXT["vision_depth"])]
+    return torch.randn(B, T, DV, generator=g), torch.randn(B, T, DA, generator=g), batch
 
 
 @pytest.mark.parametrize("key", list_heads())
@@ -26,29 +33,34 @@ def test_head_contract(key):
     cls = get_head(key)
     assert cls.tasks and cls.description
     torch.manual_seed(0)
-    head = cls((DV, DA), C, cls.config_class())
-    f_v, f_a = torch.randn(B, T, DV), torch.randn(B, T, DA)
-    out = head(f_v, f_a)
-    loss = head.loss(out, _batch())
+    head = cls((DV, DA), C, cls.config_class(), CONTEXT)
+    f_v, f_a, batch = _inputs(cls)
+    out = head(f_v, f_a, batch)
+    loss = head.loss(out, batch)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
     grads = [p.grad for p in head.parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     head.eval()
-    pred = head.predict(head(f_v, f_a))
+    pred = head.predict(head(f_v, f_a, batch))
     assert set(pred) in OUTPUT_KINDS, f"{key} predicts {sorted(pred)}"
     if "segment_scores" in pred:
         assert pred["segment_scores"].shape == (B, T, C + 1)
+    elif "mask_prob" in pred:
+        assert pred["mask_prob"].shape == batch["masks"].shape
+        assert ((pred["mask_prob"] >= 0) & (pred["mask_prob"] <= 1)).all()
+    elif "answer_scores" in pred:
+        assert pred["answer_scores"].shape == (B, C)
     else:
         assert pred["seg_prob_audio"].shape == pred["seg_prob_visual"].shape == (B, T, C)
         assert pred["video_prob"].shape == (B, C)
         assert all(((v >= 0) & (v <= 1)).all() for v in pred.values())
     # state-dict round trip and determinism
     torch.manual_seed(0)
-    twin = cls((DV, DA), C, cls.config_class())
+    twin = cls((DV, DA), C, cls.config_class(), CONTEXT)
     twin.load_state_dict(head.state_dict())
     twin.eval()
-    for k, v in twin.predict(twin(f_v, f_a)).items():
+    for k, v in twin.predict(twin(f_v, f_a, batch)).items():
         assert torch.allclose(v, pred[k])
 
 
@@ -85,10 +97,10 @@ def test_dropped_in_head_file_is_found(tmp_path):
         class MeanPool(Head):
             tasks = ("ave-sup",)
             description = "mean of both modalities, linear"
-            def __init__(self, dims, num_classes, config):
-                super().__init__(dims, num_classes, config)
+            def __init__(self, dims, num_classes, config, context=None):
+                super().__init__(dims, num_classes, config, context)
                 self.fc = torch.nn.Linear(dims[0] + dims[1], num_classes + 1)
-            def forward(self, f_v, f_a):
+            def forward(self, f_v, f_a, batch=None):
                 return {"s": self.fc(torch.cat([f_v, f_a], -1))}
             def loss(self, out, batch):
                 return torch.nn.functional.cross_entropy(out["s"].flatten(0, 1), batch["segment_labels"].flatten())

@@ -99,10 +99,18 @@ def build_injections(encoders, config, choices: dict) -> tuple[list[tuple[int, i
     return pairs, injections
 
 
+def block_outputs(blocks: list[Recording], last: torch.Tensor) -> list[torch.Tensor]:
+    """Every block's output tokens after a run: the next block's recorded input, then ``last``."""
+    return [b.attn_in for b in blocks[1:]] + [last]
+
+
 def embed_paired(encoders, injections: nn.ModuleDict, pairs: list[tuple[int, int]], batch: dict,
-                 placement: str = "split", checkpoint_frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 placement: str = "split", checkpoint_frozen: bool = False,
+                 keep_vision: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames (B, T, 3, S, S), audio (B, T, S_a) -> tower embeddings f_v (B, T, D_v), f_a (B, T, D_a)
-    with DG-SCT's modules injected (``placement`` "split": paper eq. 1-2; "reference": released code)."""
+    with DG-SCT's modules injected (``placement`` "split": paper eq. 1-2; "reference": released code).
+    ``keep_vision``: a list that receives every vision block's output tokens (B*T, L, C), modules
+    included (dense task heads read them)."""
     vt, at = encoders.vision, encoders.audio
     frames, audio = batch["frames"], batch["audio"]
     B, T = frames.shape[:2]
@@ -124,4 +132,6 @@ def embed_paired(encoders, injections: nn.ModuleDict, pairs: list[tuple[int, int
 
     xv, xa = run_paired(v_blocks, vt.embed(frames.flatten(0, 1)), a_blocks, at.embed(audio.flatten(0, 1)),
                         hook, pairs=pairs, mode="split" if paper else "vision-split")
+    if keep_vision is not None:
+        keep_vision.extend(block_outputs(v_blocks, xv))
     return vt.project(xv).view(B, T, -1), at.project(xa).view(B, T, -1)

@@ -6,14 +6,25 @@ of ``AVPROMPT_HEADS_PATH``): a config dataclass deriving ``HeadConfig``, an ``nn
 (``avprompt.supervised.encoder_modes``: frozen, dg-sct, lavish) and declares the tasks it serves.
 
 Contract (checked by tests/test_head_contract.py for every registered head):
-    __init__(dims=(D_v, D_a), num_classes=C, config)
-    forward(f_v (B, T, D_v), f_a (B, T, D_a)) -> dict of tensors (the head's outputs)
-    loss(out, batch) -> scalar tensor (batch keys: avprompt.supervised.run.target_batch)
+    __init__(dims=(D_v, D_a), num_classes=C, config, context=None)
+        ``context`` (dict) carries what the task's example source and the towers know beyond C:
+        ``vision_width`` / ``vision_grid`` / ``vision_depth`` of the vision tower (always), and
+        source facts such as ``vocab_size`` (question words) for question answering
+    forward(f_v (B, T, D_v), f_a (B, T, D_a), batch=None) -> dict of tensors (the head's outputs)
+        ``batch`` is the whole batch (inputs beyond the features, e.g. ``question`` tokens); a head
+        with ``needs_tokens = True`` also finds ``batch["tokens_v"]``: every vision block's output
+        tokens, a list of (B, T, L, C) (CLS first, then the ``vision_grid`` patches)
+    loss(out, batch) -> scalar tensor (batch keys: the targets of the task's example source)
     predict(out) -> dict of tensors the task's evaluator reads:
         segment tasks with a background class (ave-sup): ``segment_scores`` (B, T, C + 1),
             background last; argmax is the decision
         parsing tasks (avvp): ``seg_prob_audio`` / ``seg_prob_visual`` (B, T, C) and
             ``video_prob`` (B, C), all probabilities
+        segmentation (avs-s4, avs-ms3): ``mask_prob`` (B, T, H, W) foreground probabilities at the
+            ground-truth masks' size (``batch["masks"]``)
+        question answering (avqa): ``answer_scores`` (B, C) over the closed answer set
+    example_batch(B, T, C, context, generator) (classmethod) -> a batch with the targets ``loss``
+        reads and any input ``forward`` reads, for the contract test (default: segment/video labels)
 """
 from __future__ import annotations
 
@@ -49,13 +60,23 @@ class Head(nn.Module):
     config_class: ClassVar[type] = HeadConfig
     tasks: ClassVar[tuple[str, ...]] = ()  # the tasks this head serves
     description: ClassVar[str] = ""
+    needs_tokens: ClassVar[bool] = False  # reads the vision tokens (batch["tokens_v"])
 
-    def __init__(self, dims: tuple[int, int], num_classes: int, config: HeadConfig):
+    def __init__(self, dims: tuple[int, int], num_classes: int, config: HeadConfig, context: dict | None = None):
         super().__init__()
         self.dims, self.num_classes, self.config = dims, num_classes, config
+        self.context = dict(context or {})
 
-    def forward(self, f_v: torch.Tensor, f_a: torch.Tensor) -> dict:
+    def forward(self, f_v: torch.Tensor, f_a: torch.Tensor, batch: dict | None = None) -> dict:
         raise NotImplementedError
+
+    @classmethod
+    def example_batch(cls, B: int, T: int, C: int, context: dict, generator: torch.Generator) -> dict:
+        """Targets of the segment / video tasks: ``segment_labels`` (B, T) in 0..C (C =
+        background), ``label`` (B,), ``video_labels`` (B, C) multi-hot."""
+        return {"segment_labels": torch.randint(0, C + 1, (B, T), generator=generator),
+                "label": torch.randint(0, C, (B,), generator=generator),
+                "video_labels": (torch.rand(B, C, generator=generator) > 0.5).float()}
 
     def loss(self, out: dict, batch: dict) -> torch.Tensor:
         raise NotImplementedError

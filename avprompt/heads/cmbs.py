@@ -46,8 +46,8 @@ class CMBSHead(Head):
     tasks = ("ave-sup",)
     description = "CMBS-style AVE localisation: video category x per-segment event relevance"
 
-    def __init__(self, dims, num_classes, config: CMBSConfig):
-        super().__init__(dims, num_classes, config)
+    def __init__(self, dims, num_classes, config: CMBSConfig, context=None):
+        super().__init__(dims, num_classes, config, context)
         d = config.hidden
         self.proj_v, self.proj_a = projection(dims[0], d, config.dropout), projection(dims[1], d, config.dropout)
         self.v_from_a, self.a_from_v = _CrossAttention(d, config.dropout), _CrossAttention(d, config.dropout)
@@ -55,7 +55,7 @@ class CMBSHead(Head):
         self.relevance = nn.Linear(2 * d, 1)
         self.category = nn.Linear(2 * d, num_classes)
 
-    def forward(self, f_v, f_a):
+    def forward(self, f_v, f_a, batch=None):
         v, a = self.proj_v(f_v.float()), self.proj_a(f_a.float())  # (B, T, d)
         v, a = self.v_from_a(v, a), self.a_from_v(a, v)
         h, _ = self.gru(torch.cat([v, a], -1))  # (B, T, 2d)

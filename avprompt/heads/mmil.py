@@ -51,8 +51,8 @@ class MMILHead(Head):
     tasks = ("avvp",)
     description = "HAN + attentive MMIL pooling: weakly supervised audio-visual video parsing"
 
-    def __init__(self, dims, num_classes, config: MMILConfig):
-        super().__init__(dims, num_classes, config)
+    def __init__(self, dims, num_classes, config: MMILConfig, context=None):
+        super().__init__(dims, num_classes, config, context)
         d = config.hidden
         self.proj_v, self.proj_a = projection(dims[0], d, config.dropout), projection(dims[1], d, config.dropout)
         self.layers_a = nn.ModuleList(_HybridLayer(d, config.dropout) for _ in range(config.layers))
@@ -61,7 +61,7 @@ class MMILHead(Head):
         self.temporal = nn.Linear(d, num_classes)  # per-class attention logits over segments
         self.modality = nn.Linear(d, num_classes)  # per-class attention logits over modalities
 
-    def forward(self, f_v, f_a):
+    def forward(self, f_v, f_a, batch=None):
         v, a = self.proj_v(f_v.float()), self.proj_a(f_a.float())  # (B, T, d)
         for la, lv in zip(self.layers_a, self.layers_v):
             a, v = la(a, v), lv(v, a)

@@ -19,11 +19,12 @@ def identity(cfg: TrainConfig, setup, ws, seed: int) -> dict:
     import json
 
     from avprompt.results import identity_hash
+    from avprompt.supervised.sources import source_for
     config = json.loads(json.dumps({"head": setup.head_cls.key, **dataclasses.asdict(setup.head_cfg),
                                     "encoder": dataclasses.asdict(setup.enc_cfg), "epochs": setup.epochs},
                                    default=str))
     return {"suite": cfg.suite, "task": setup.task.name, "method": f"{setup.head_cls.key}+{cfg.encoder}",
-            "shots": FULL, "seed": seed, "data": ws.data_identity(setup.task.name),
+            "shots": FULL, "seed": seed, "data": source_for(ws, setup.task).data_identity(),
             "backbones": ws.backbone_identity, "config": config, "config_hash": identity_hash(config)}
 
 
@@ -81,9 +82,8 @@ def eval_checkpoint(checkpoint: str | Path, data: str | None = None, device: str
     import torch
 
     from avprompt.engine.workspace import Workspace
-    from avprompt.supervised.evaluate import score
-    from avprompt.supervised.run import batches, build_model, data_splits, predict
-    from avprompt.task import TaskSpec
+    from avprompt.supervised.run import build_model, predict
+    from avprompt.supervised.sources import source_for
 
     path = Path(checkpoint)
     if path.is_dir():
@@ -98,15 +98,13 @@ def eval_checkpoint(checkpoint: str | Path, data: str | None = None, device: str
     cfg = TrainConfig(**{**blob["train_config"], "device": device, **({"data": data} if data else {})})
     setup = resolve(cfg)
     ws = Workspace(cfg.data, cfg.backbones, cfg.device, cfg.synth_size)
-    index, sp, _ = data_splits(ws, setup.task.name)
-    model = build_model(ws, setup, len(index.classes))
+    src = source_for(ws, setup.task)
+    model = build_model(ws, setup, src)
     missing, unexpected = model.load_state_dict(blob["state"], strict=False)
     missing = [k for k in missing if not k.startswith("encoders.")]
     if missing or unexpected:
         raise ValueError(f"{path}: the checkpoint does not fit the model it describes "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    spec = TaskSpec(setup.task.name, "segment", tuple(index.classes), setup.task.num_segments)
-    preds = predict(model, batches(ws, setup.task.name, spec, model, sp["test"], 16), ws.device)
-    metrics = score(preds, sp["test"], len(index.classes))[0]
+    metrics = src.score(predict(model, src.batches(model, "test", 16), ws.device), "test")[0]
     return {"checkpoint": str(path), "task": setup.task.name, "primary_metric": setup.task.primary,
-            "primary": metrics[setup.task.primary], "metrics": metrics, "n_test": len(sp["test"])}
+            "primary": metrics[setup.task.primary], "metrics": metrics, "n_test": len(src.splits()["test"])}

@@ -13,6 +13,11 @@ A supervised task head reads f_v (B, T, D_v) and f_a (B, T, D_a), the towers' pr
              Parameter names match the method's (``injections.<k>_<attn|mlp>...``).
     lavish   LAVisH-style latent-token adapters in the same paired blocks (``lavish.py``).
 
+Dense heads (segmentation, spatial grounding) also read the vision tower's tokens: ``forward(batch,
+tokens=True)`` returns a third item, every vision block's output tokens as (B, T, L, C) tensors
+(CLS first, then the patch grid ``encoders.vision.grid``), from the same pass and with the
+mode's modules in effect (``frozen``: under no_grad, no feature cache).
+
 The in-network modes (``runs_on="network"``) run the towers every step; their modules start at
 zero output, so at initialisation every mode gives the frozen features. The frozen towers are held
 but never registered as a sub-module: a mode's ``state_dict`` / ``parameters`` are its own modules
@@ -71,8 +76,14 @@ class EncoderMode(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: dict, tokens: bool = False):
+        """-> (f_v, f_a), or (f_v, f_a, [every vision block's output (B, T, L, C)]) with ``tokens``."""
         raise NotImplementedError
+
+    @staticmethod
+    def _per_clip(outs: list[torch.Tensor], B: int) -> list[torch.Tensor]:
+        """Block outputs (B*T, L, C) -> (B, T, L, C)."""
+        return [o.view(B, -1, *o.shape[1:]) for o in outs]
 
     def extra_repr(self) -> str:
         return f"mode={self.name!r}, runs_on={self.runs_on!r}"
@@ -83,9 +94,22 @@ class FrozenMode(EncoderMode):
 
     name, runs_on = "frozen", "features"
 
-    def forward(self, batch):
-        f_v = batch["feat_v"] if "feat_v" in batch else self.encoders.encode(batch, "v")
+    def forward(self, batch, tokens: bool = False):
         f_a = batch["feat_a"] if "feat_a" in batch else self.encoders.encode(batch, "a")
+        if tokens:
+            from avprompt.encoders.hooks import run_blocks
+            vt, frames = self.encoders.vision, batch["frames"]
+            outs = []
+
+            def keep(i, point, t):  # a block's input is the previous block's output
+                if point == "pre" and i > 0:
+                    outs.append(t)
+                return t
+            with torch.no_grad():
+                x = run_blocks(vt.blocks, vt.embed(frames.flatten(0, 1)), keep)
+                f_v = vt.project(x).view(*frames.shape[:2], -1)
+            return f_v, f_a, self._per_clip(outs + [x], frames.shape[0])
+        f_v = batch["feat_v"] if "feat_v" in batch else self.encoders.encode(batch, "v")
         return f_v, f_a
 
 
@@ -108,10 +132,12 @@ class DGSCTMode(EncoderMode):
         self.choices = resolve(self.dgsct_config, "segment")
         self.pairs, self.injections = build_injections(encoders, self.dgsct_config, self.choices)
 
-    def forward(self, batch):
+    def forward(self, batch, tokens: bool = False):
         from avprompt.dgsct.injection import embed_paired
-        return embed_paired(self.encoders, self.injections, self.pairs, batch,
-                            self.choices["placement"], self.config.checkpoint_frozen)
+        keep = [] if tokens else None
+        f_v, f_a = embed_paired(self.encoders, self.injections, self.pairs, batch,
+                                self.choices["placement"], self.config.checkpoint_frozen, keep_vision=keep)
+        return (f_v, f_a, self._per_clip(keep, f_v.shape[0])) if tokens else (f_v, f_a)
 
 
 class LavishMode(EncoderMode):
@@ -128,8 +154,10 @@ class LavishMode(EncoderMode):
     def pairs(self):
         return self.lavish.pairs
 
-    def forward(self, batch):
-        return self.lavish.embed(self.encoders, batch, self.config.checkpoint_frozen)
+    def forward(self, batch, tokens: bool = False):
+        keep = [] if tokens else None
+        f_v, f_a = self.lavish.embed(self.encoders, batch, self.config.checkpoint_frozen, keep_vision=keep)
+        return (f_v, f_a, self._per_clip(keep, f_v.shape[0])) if tokens else (f_v, f_a)
 
 
 _CLASSES = {"frozen": FrozenMode, "dg-sct": DGSCTMode, "lavish": LavishMode}

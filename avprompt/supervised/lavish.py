@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avprompt.dgsct.injection import Recording, tower_token_shapes
+from avprompt.dgsct.injection import Recording, block_outputs, tower_token_shapes
 from avprompt.encoders.hooks import pair_blocks, run_paired
 
 
@@ -90,8 +90,10 @@ class LavishAdapters(nn.Module):
                     "v": LatentAdapter(cv, ca, latents, reduction, groups),  # vision reads audio
                     "a": LatentAdapter(ca, cv, latents, reduction, groups)})  # audio reads vision
 
-    def embed(self, encoders, batch: dict, checkpoint_frozen: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frames (B, T, 3, S, S), audio (B, T, S_a) -> f_v (B, T, D_v), f_a (B, T, D_a)."""
+    def embed(self, encoders, batch: dict, checkpoint_frozen: bool = False,
+              keep_vision: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames (B, T, 3, S, S), audio (B, T, S_a) -> f_v (B, T, D_v), f_a (B, T, D_a);
+        ``keep_vision`` receives every vision block's output tokens (B*T, L, C)."""
         vt, at = encoders.vision, encoders.audio
         frames, audio = batch["frames"], batch["audio"]
         B, T = frames.shape[:2]
@@ -107,4 +109,6 @@ class LavishAdapters(nn.Module):
 
         xv, xa = run_paired(v_blocks, vt.embed(frames.flatten(0, 1)), a_blocks, at.embed(audio.flatten(0, 1)),
                             hook, pairs=self.pairs, mode="split")
+        if keep_vision is not None:
+            keep_vision.extend(block_outputs(v_blocks, xv))
         return vt.project(xv).view(B, T, -1), at.project(xa).view(B, T, -1)

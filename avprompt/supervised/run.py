@@ -8,7 +8,8 @@ state (``.ckpt.pt``: encoder-mode modules + head, never the frozen towers) for `
 A cell is reused when its identity (data, backbones, resolved configs, seed) is unchanged.
 
 Cost: ``frozen`` trains the head on cached per-segment features (each clip encoded once, shared
-with the few-shot sweeps); ``dg-sct`` / ``lavish`` run the towers every step.
+with the few-shot sweeps); ``dg-sct`` / ``lavish`` run the towers every step. What an example is,
+how it is batched and scored is the task's example source (``avprompt.supervised.sources``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import torch
 from torch import nn
 
 from avprompt.config import apply_overrides
-
 
 
 @dataclass
@@ -62,8 +62,11 @@ class SupervisedModel(nn.Module):
             p.requires_grad_(False)
 
     def forward(self, batch: dict) -> dict:
+        if self.head.needs_tokens:  # dense heads: every vision block's tokens, from the same pass
+            f_v, f_a, tokens = self.mode(batch, tokens=True)
+            return self.head(f_v, f_a, {**batch, "tokens_v": tokens})
         f_v, f_a = self.mode(batch)  # (B, T, D_v), (B, T, D_a)
-        return self.head(f_v, f_a)
+        return self.head(f_v, f_a, batch)
 
     def loss(self, out: dict, batch: dict) -> torch.Tensor:
         return self.head.loss(out, batch)
@@ -132,40 +135,16 @@ def resolve(cfg: TrainConfig) -> Setup:
     return Setup(task, head_cls, head_cfg, enc_cfg, epochs)
 
 
-def build_model(ws, setup: Setup, num_classes: int) -> SupervisedModel:
+def build_model(ws, setup: Setup, source) -> SupervisedModel:
+    """Encoder mode + head for ``source``'s outputs; the head's context = the vision tower's token
+    facts + the source's own (``avprompt.heads`` contract)."""
     from avprompt.supervised.encoder_modes import build_encoder_mode
     mode = build_encoder_mode(ws.encoders, setup.enc_cfg)
-    head = setup.head_cls(tuple(mode.dims), num_classes, setup.head_cfg)
+    vt = ws.encoders.vision
+    context = {"vision_width": vt.width, "vision_grid": tuple(vt.grid), "vision_depth": len(vt.blocks),
+               **source.context()}
+    head = setup.head_cls(tuple(mode.dims), source.num_classes, setup.head_cfg, context)
     return SupervisedModel(ws.encoders, mode, head).to(ws.device)
-
-
-def batches(ws, task_name: str, spec, model: SupervisedModel, records, batch_size: int, shuffle_seed=None,
-            feats: dict | None = None):
-    """Iterator of batches: cached frozen features (``frozen``) or decoded clips (in-network).
-
-    ``feats`` ({"v", "a"} -> (N, T, D) rows of ``records``) saves the feature-cache lookup (it
-    hashes the towers' identity: seconds) when the same set is iterated every epoch."""
-    from avprompt.engine.batches import iterate, target_tensors
-
-    cached = model.mode.runs_on == "features"
-    if cached and records:
-        row = {id(r): i for i, r in enumerate(records)}
-        feats = feats or split_features(ws, task_name, records)
-
-    def make(chunk):
-        b = target_tensors(spec, chunk)
-        if cached:
-            idx = torch.tensor([row[id(r)] for r in chunk], dtype=torch.long)
-            b.update({"feat_" + m: feats[m][idx] for m in "va"})
-        else:
-            b.update(ws.clips(task_name).inputs(chunk, "va"))
-        return b
-    return iterate(records, batch_size, make, shuffle_seed)
-
-
-def split_features(ws, task_name: str, records) -> dict:
-    """Frozen per-segment features of ``records``, both modalities: {"v": (N, T, D_v), "a": ...}."""
-    return {m: ws.features(task_name, m, records) for m in "va"}
 
 
 @torch.no_grad()
@@ -182,56 +161,38 @@ def predict(model: SupervisedModel, batch_iter, device) -> dict:
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def data_splits(ws, task_name: str):
-    index = ws.index(task_name)
-    bad = ws.bad_clips(task_name)
-    out = {s: [r for r in index.split(s) if r.clip_id not in bad] for s in ("train", "val", "test")}
-    for s, recs in out.items():
-        if not recs:
-            raise ValueError(f"task {task_name}: the {index.name} data at {index.root} has no {s} clips "
-                             f"(after {len(bad)} bad media); a supervised task needs train, val and test")
-    return index, out, bad
-
-
 def run_seed(ws, cfg: TrainConfig, setup: Setup, seed: int, progress=None) -> dict:
     """Train, select on validation, score on test: the parts of one result record."""
     from avprompt.engine import loop
-    from avprompt.supervised.evaluate import constant_floor, score
-    from avprompt.task import TaskSpec
+    from avprompt.supervised.sources import source_for
 
     t0 = time.perf_counter()
     task = setup.task
-    index, sp, bad = data_splits(ws, task.name)
-    C = len(index.classes)
-    spec = TaskSpec(task.name, "segment", tuple(index.classes), task.num_segments)
+    src = source_for(ws, task)
+    sp = src.splits()
     torch.manual_seed(seed)
-    model = build_model(ws, setup, C)
+    model = build_model(ws, setup, src)
     bs = min(setup.head_cfg.batch_size, len(sp["train"]))
-    feats = ({s: split_features(ws, task.name, recs) for s, recs in sp.items()}
-             if model.mode.runs_on == "features" else dict.fromkeys(sp))
 
     def validate():
-        preds = predict(model, batches(ws, task.name, spec, model, sp["val"], 16, feats=feats["val"]), ws.device)
-        return score(preds, sp["val"], C)[0][task.primary]
+        return src.score(predict(model, src.batches(model, "val", 16), ws.device), "val")[0][task.primary]
 
-    report = loop.train(model, lambda e: batches(ws, task.name, spec, model, sp["train"], bs, seed * 1000 + e,
-                                                 feats=feats["train"]),
+    report = loop.train(model, lambda e: src.batches(model, "train", bs, seed * 1000 + e),
                         validate, setup.epochs, ws.device, progress=progress, select="val")
     t_eval = time.perf_counter()
-    preds = predict(model, batches(ws, task.name, spec, model, sp["test"], 16, feats=feats["test"]), ws.device)
-    metrics, per_video = score(preds, sp["test"], C)
+    preds = predict(model, src.batches(model, "test", 16), ws.device)
+    metrics, per_video = src.score(preds, "test")
     metrics["primary"] = metrics[task.primary]
     metrics["primary_metric"] = task.primary
-    metrics["floors"] = {m: constant_floor(sp["test"], C, m) for m in metrics if m in per_video}
+    metrics["floors"] = src.floors("test", [m for m in metrics if m in per_video])
     metrics["floor"] = metrics["floors"].get(task.primary)
     metrics["val_best"] = report.best_val
     return {
         "metrics": metrics, "model": model, "report": report,
-        "predictions": {"clip_ids": np.array([r.clip_id for r in sp["test"]]),
-                        **{f"video_{k}": v for k, v in per_video.items()}, **preds},
-        "extra": {"class_names": list(index.classes), "dataset": ws.data_id, "backbone": ws.encoders.name,
-                  "protocol": "standard", "n_train": len(sp["train"]), "n_val": len(sp["val"]),
-                  "n_test": len(sp["test"]), "bad_media": len(bad), "history": report.history,
+        "predictions": {"clip_ids": src.ids("test"),
+                        **{f"video_{k}": v for k, v in per_video.items()}, **src.stored_predictions(preds)},
+        "extra": {"class_names": src.class_names, "dataset": ws.data_id, "backbone": ws.encoders.name,
+                  "protocol": "standard", **src.extra(), "history": report.history,
                   "best_epoch": report.best_epoch, "initial_val": report.initial_val,
                   **({"did_not_learn": f"the initial state scored best on validation ({report.initial_val:.1f})"}
                      if report.did_not_learn else {}),

@@ -38,6 +38,8 @@ class Task:
     default_bench: bool = False       # in `avprompt bench`'s default --tasks
     zeroshot_target: bool = False     # in `avprompt zeroshot`'s default --targets
     head: str = ""                    # supervised tasks: the default task head key
+    source: str = "clips"             # supervised tasks: how examples are read, batched and scored
+                                      # (avprompt.supervised.sources: clips | avs | avqa)
     num_segments: int = 10
 
     @property
@@ -61,7 +63,7 @@ PROTOCOLS = ("few-shot", "pretrain", "supervised")
 #: protocols the few-shot code paths (splits, few-shot metrics, bench, zeroshot) accept
 FEW_SHOT_PROTOCOLS = ("few-shot", "pretrain")
 #: dataset folders a task may name (``avprompt.engine.workspace`` knows how to open each)
-DATASETS = ("ave", "llp", "vggsound40k", "vggsound")
+DATASETS = ("ave", "llp", "vggsound40k", "vggsound", "avsbench", "musicavqa")
 ENV_PATH = "AVPROMPT_TASKS_PATH"
 
 _TASKS: dict[str, Task] = {}
