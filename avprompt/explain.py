@@ -144,13 +144,19 @@ def plot_attention(maps: AttentionMaps, path: Path, pair: int = -1, title: str =
     import matplotlib.pyplot as plt
 
     T = maps.frames.shape[0]
+    # one colour range per modality, shared by the segments (comparable across time): M_s sits in a
+    # narrow band around its initial 0.5, so a fixed 0-1 range would show nothing
+    ranges = {k: (float(m.min()), float(m.max())) for k, m in
+              (("v", maps.vision[pair] if len(maps.vision) else None),
+               ("a", maps.audio[pair] if maps.audio else None)) if m is not None}
     fig, axes = plt.subplots(2, T, figsize=(1.6 * T, 3.8), squeeze=False)
     for t in range(T):
         ax = axes[0][t]
         ax.imshow(maps.frames[t])
         if len(maps.vision):
             v = maps.vision[pair][t]
-            ax.imshow(_resize(v, maps.frames.shape[1:3]), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.imshow(_resize(v, maps.frames.shape[1:3]), cmap="jet", alpha=0.45, vmin=ranges["v"][0],
+                      vmax=ranges["v"][1])
         head = f"{t}s"
         if maps.temporal_v is not None:
             head += f"\nG$^v$ {maps.temporal_v[t]:.2f}"
@@ -161,7 +167,7 @@ def plot_attention(maps: AttentionMaps, path: Path, pair: int = -1, title: str =
         if maps.audio:
             a = maps.audio[pair][t]
             ax.imshow(_resize(a, spec.shape), origin="lower", aspect="auto", cmap="jet", alpha=0.45,
-                      vmin=0, vmax=1)
+                      vmin=ranges["a"][0], vmax=ranges["a"][1])
         if maps.temporal_a is not None:
             ax.set_title(f"G$^a$ {maps.temporal_a[t]:.2f}", fontsize=7)
         for a_ in (axes[0][t], axes[1][t]):
@@ -169,7 +175,10 @@ def plot_attention(maps: AttentionMaps, path: Path, pair: int = -1, title: str =
             a_.set_yticks([])
     axes[0][0].set_ylabel("A2V: frames", fontsize=7)
     axes[1][0].set_ylabel("V2A: mel (freq up)", fontsize=7)
-    fig.suptitle(title or "DG-SCT spatial attention M_s (jet, 0-1) and temporal gates", fontsize=8)
+    span = "; ".join(f"{'A2V' if k == 'v' else 'V2A'} M_s {lo:.3f} (blue) to {hi:.3f} (red)"
+                     for k, (lo, hi) in ranges.items())
+    fig.suptitle((title + "\n" if title else "") + f"spatial attention: {span}; temporal gates G in the titles",
+                 fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -97,6 +97,33 @@ def provenance(records: list[dict]) -> pd.DataFrame:
                          for (t, m, k), v in sorted(rows.items(), key=lambda kv: tuple(map(str, kv[0])))])
 
 
+def explain_sections(store: str | Path) -> list[str]:
+    """``avprompt explain`` outputs found under the store (``**/explain.json`` beside its PNGs): the
+    attention maps and the t-SNE with their silhouette scores and what they were made from."""
+    import json
+    parts = []
+    for info_path in sorted(Path(store).rglob("explain.json")):
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, ValueError):
+            continue
+        folder = info_path.parent
+        cell = Path(str(info.get("cell", "?")))
+        head = (f"{info.get('method', '?')} on {info.get('task', '?')}: cell {'/'.join(cell.parts[-5:])}, "
+                f"clip {Path(str(info.get('video', '?'))).name}")
+        parts += [f"<h2>What DG-SCT attends to ({html.escape(folder.name)})</h2>",
+                  f'<p class="note">{html.escape(head)}</p>']
+        if (folder / "attention.png").is_file():
+            parts.append(_img(folder / "attention.png", "DG-SCT attention maps"))
+        if (folder / "tsne.png").is_file():
+            sil = ", ".join(f"{k} {v:+.3f}" for k, v in (info.get("silhouette") or {}).items())
+            note = (f"t-SNE of {info.get('tsne_clips', '?')} clips of the {info.get('tsne_split', '?')} "
+                    f"split; silhouette (cosine, higher = classes better separated): {sil}")
+            parts += [f'<p class="note">{html.escape(note)}</p>',
+                      _img(folder / "tsne.png", "t-SNE of frozen vs adapted features")]
+    return parts
+
+
 def write_html(store: str | Path, out_dir: str | Path, df: pd.DataFrame, records: list[dict],
                resamples: int = 1000) -> Path:
     """Build ``out_dir/index.html`` from the (filtered) rows ``df`` and their ``records``."""
@@ -130,6 +157,7 @@ def write_html(store: str | Path, out_dir: str | Path, df: pd.DataFrame, records
         else:
             parts += ["<h2>Per class (each task's largest K)</h2>", _img(confusion, "confusion matrices"),
                       "<details><summary>Per-class table</summary>", md_table_to_html(per_class), "</details>"]
+    parts += explain_sections(store)
     prov = provenance(records)
     if not prov.empty:
         parts += ["<h2>Provenance</h2>", md_table_to_html(markdown_table(prov, right=["K"]))]
