@@ -1,4 +1,5 @@
-"""Discovery of drop-in files: one scanning rule for every kind of plugin (methods, tasks, heads).
+"""Discovery of drop-in files: one scanning rule for every kind of plugin (methods, tasks, heads,
+example sources).
 
 ``scan(kind, package, group, env_var)`` imports every public module of ``package`` (a folder of the
 repo), every entry point of ``group`` (a user's installed package) and every ``*.py`` in the
@@ -77,3 +78,40 @@ def scan(kind: str, package: str, group: str, env_var: str, error: type = Plugin
     for folder in filter(None, os.environ.get(env_var, "").split(os.pathsep)):
         for path in sorted(Path(folder).glob("*.py")):
             import_file(kind, path, error)
+
+
+class ClassRegistry:
+    """Key -> class for one kind of drop-in class (task heads, example sources): the
+    ``@register(key)`` decorator (base-class check, the kind's own ``check``, duplicate keys), lazy
+    discovery by ``scan`` and ``get`` with a one-line error naming what is registered."""
+
+    def __init__(self, kind: str, base: type, package: str, group: str, env_var: str, check=None):
+        self.kind, self.base, self.check = kind, base, check
+        self._scan = (package, group, env_var)
+        self.classes: dict[str, type] = {}
+        self._discovered = False
+
+    def register(self, key: str):
+        def deco(cls):
+            if not (isinstance(cls, type) and issubclass(cls, self.base)):
+                raise PluginError(f"{self.kind} {key!r}: {cls!r} does not derive "
+                                  f"{self.base.__module__}.{self.base.__qualname__}")
+            if self.check is not None:
+                self.check(key, cls)
+            check_unique(self.classes, self.kind, key, cls, PluginError)
+            cls.key = key
+            self.classes[key] = cls
+            return cls
+        return deco
+
+    def discover(self, force: bool = False) -> dict[str, type]:
+        if not self._discovered or force:
+            scan(self.kind, *self._scan)
+            self._discovered = True
+        return self.classes
+
+    def get(self, key: str) -> type:
+        reg = self.discover()
+        if key not in reg:
+            raise ValueError(f"unknown {self.kind} {key!r}; registered: {', '.join(sorted(reg))}")
+        return reg[key]

@@ -35,10 +35,8 @@ import torch
 from torch import nn
 
 from avprompt.config import TrainingConfig
-from avprompt.plugins import PluginError, check_unique, scan
+from avprompt.plugins import ClassRegistry, PluginError
 
-_REGISTRY: dict[str, type] = {}
-_DISCOVERED = False
 
 
 @dataclass
@@ -90,35 +88,17 @@ def projection(d_in: int, d: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d), nn.ReLU(), nn.Dropout(dropout))
 
 
-def register_head(key: str):
-    """Class decorator: register a ``Head`` subclass under a kebab-case key."""
-    def deco(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Head)):
-            raise PluginError(f"head {key!r}: {cls!r} does not derive avprompt.heads.Head")
-        if not cls.tasks:
-            raise PluginError(f"head {key!r} ({cls.__module__}): declare tasks = (...) it serves")
-        if not (isinstance(cls.config_class, type) and issubclass(cls.config_class, HeadConfig)):
-            raise PluginError(f"head {key!r}: config_class must derive avprompt.heads.HeadConfig")
-        check_unique(_REGISTRY, "head", key, cls, PluginError)
-        cls.key = key
-        _REGISTRY[key] = cls
-        return cls
-    return deco
+def _check(key: str, cls: type) -> None:
+    if not cls.tasks:
+        raise PluginError(f"head {key!r} ({cls.__module__}): declare tasks = (...) it serves")
+    if not (isinstance(cls.config_class, type) and issubclass(cls.config_class, HeadConfig)):
+        raise PluginError(f"head {key!r}: config_class must derive avprompt.heads.HeadConfig")
 
 
-def discover(force: bool = False) -> dict[str, type]:
-    global _DISCOVERED
-    if not _DISCOVERED or force:
-        scan("head", "avprompt.heads", "avprompt.heads", "AVPROMPT_HEADS_PATH")
-        _DISCOVERED = True
-    return _REGISTRY
-
-
-def get_head(key: str) -> type:
-    reg = discover()
-    if key not in reg:
-        raise ValueError(f"unknown head {key!r}; registered: {', '.join(sorted(reg))}")
-    return reg[key]
+_HEADS = ClassRegistry("head", Head, "avprompt.heads", "avprompt.heads", "AVPROMPT_HEADS_PATH", _check)
+register_head = _HEADS.register  # class decorator: register a ``Head`` subclass under a kebab-case key
+discover = _HEADS.discover
+get_head = _HEADS.get
 
 
 def list_heads(task: str | None = None) -> list[str]:

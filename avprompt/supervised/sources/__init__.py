@@ -29,10 +29,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from avprompt.plugins import PluginError, check_unique, scan
+from avprompt.plugins import ClassRegistry
 
-_REGISTRY: dict[str, type] = {}
-_DISCOVERED = False
 
 
 class Source:
@@ -87,31 +85,11 @@ class Source:
         return sp
 
 
-def register_source(key: str):
-    """Class decorator: register a ``Source`` subclass under ``key`` (the value of ``Task.source``)."""
-    def deco(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Source)):
-            raise PluginError(f"source {key!r}: {cls!r} does not derive avprompt.supervised.sources.Source")
-        check_unique(_REGISTRY, "source", key, cls, PluginError)
-        cls.key = key
-        _REGISTRY[key] = cls
-        return cls
-    return deco
-
-
-def discover(force: bool = False) -> dict[str, type]:
-    global _DISCOVERED
-    if not _DISCOVERED or force:
-        scan("source", "avprompt.supervised.sources", "avprompt.sources", "AVPROMPT_SOURCES_PATH")
-        _DISCOVERED = True
-    return _REGISTRY
-
-
-def get_source(key: str) -> type:
-    reg = discover()
-    if key not in reg:
-        raise ValueError(f"unknown example source {key!r}; registered: {', '.join(sorted(reg))}")
-    return reg[key]
+_SOURCES = ClassRegistry("example source", Source, "avprompt.supervised.sources", "avprompt.sources",
+                         "AVPROMPT_SOURCES_PATH")
+register_source = _SOURCES.register  # class decorator: a ``Source`` subclass under ``Task.source``'s value
+discover = _SOURCES.discover
+get_source = _SOURCES.get
 
 
 def source_for(ws, task) -> Source:
