@@ -6,10 +6,13 @@ from typing import Optional
 
 import typer
 
+from avprompt.tasks import task_names
+
 
 def train_command(
-    task: str = typer.Option("ave-sup", "--task", help="supervised task: ave-sup | avvp (`avprompt tasks`)"),
-    encoder: str = typer.Option("frozen", "--encoder", help="frozen (cached features, no adapter) | dg-sct "
+    task: str = typer.Option("ave-sup", "--task", help="supervised task: " + " | ".join(task_names("supervised"))
+                             + " (`avprompt tasks`)"),
+    encoder: str = typer.Option("frozen", "--encoder", help="frozen (the towers as they are, no adapter) | dg-sct "
                                 "(DG-SCT modules in the towers) | lavish (latent-token adapters)"),
     head: Optional[str] = typer.Option(None, "--head", help="task head key (default: the task's; "
                                        "`avprompt tasks`)"),
