@@ -362,6 +362,11 @@ def read_result(path: str | os.PathLike) -> dict:
     return record
 
 
+#: JSON files a store holds beside its cells: the sweep's stamp (commit, wall time) and
+#: ``avprompt explain``'s summary
+NOT_CELLS = ("sweep.json", "explain.json")
+
+
 def load_results(root: str | os.PathLike) -> list[dict]:
     """Every readable result under ``root`` (sorted by path), each with ``_path`` added.
 
@@ -374,7 +379,7 @@ def load_results(root: str | os.PathLike) -> list[dict]:
                                 "or pass the folder that holds the result JSON files")
     out = []
     for path in sorted(root.rglob("*.json")):
-        if path.name == "sweep.json":  # the sweep's stamp (commit, wall time), not a cell
+        if path.name in NOT_CELLS:
             continue
         try:
             record = read_result(path)

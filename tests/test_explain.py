@@ -93,6 +93,12 @@ def test_explain_cli_writes_pictures_and_numbers(saved, tiny_world, tmp_path, ca
     assert all(-1 <= v <= 1 for v in info["silhouette"].values())
     with np.load(out / "attention.npz") as z:
         assert z["vision"].shape[1] == 10 and "temporal_v" in z
+    import warnings
+
+    from avprompt.results import load_results
+    with warnings.catch_warnings():  # explain.json in a store is not a broken cell
+        warnings.simplefilter("error")
+        assert load_results(tmp_path) == []
     from avprompt.report_html import explain_sections  # the HTML report shows what explain wrote
     html = "\n".join(explain_sections(tmp_path))
     assert html.count("<img") == 2 and "silhouette" in html and "What DG-SCT attends to" in html
