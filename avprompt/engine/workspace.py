@@ -141,6 +141,12 @@ class Workspace:
                 self._indexes[key] = load_dataset(name, sub)
         return self._indexes[key]
 
+    def add_index(self, index: DatasetIndex) -> DatasetIndex:
+        """Register an index an example source built itself (videos of a question set), so that
+        ``clips`` / ``features`` / ``bad_clips`` decode and cache its media like a dataset's; the
+        first one registered under a name is kept."""
+        return self._indexes.setdefault(index.name, index)
+
     @property
     def encoders(self):
         if self._encoders is None:

@@ -55,6 +55,7 @@ def comparison(root: str | Path, task: str, baseline: str | None = None) -> list
                "epochs": (first.get("config") or {}).get("epochs"),
                "trainable": (first.get("extra") or {}).get("trainable_params"),
                "mean": est, "ci": (lo, hi), "floor": first["metrics"].get("floor"),
+               "unit": (first.get("extra") or {}).get("unit", "video"),
                "metrics": {k: float(np.mean([cells[m][s][2]["metrics"][k] for s in seeds]))
                            for k, v in first["metrics"].items() if isinstance(v, float) and k != "val_best"}}
         if baseline and m != baseline and baseline in cells:
@@ -77,7 +78,8 @@ def comparison(root: str | Path, task: str, baseline: str | None = None) -> list
 def format_comparison(rows: list[dict], task: str) -> str:
     if not rows:
         return f"{task}: no supervised cells"
-    lines = [f"{task} ({rows[0]['metric']}, mean over seeds, 95% CI over seeds and test videos)",
+    unit = rows[0]["unit"]
+    lines = [f"{task} ({rows[0]['metric']}, mean over seeds, 95% CI over seeds and test {unit}s)",
              f"{'head+encoder':<22} {'n':>2} {'epochs':>6} {'trainable':>10} {'mean':>6} {'95% CI':>15} "
              f"{'floor':>6}   vs baseline (paired)"]
     for r in rows:
@@ -89,7 +91,7 @@ def format_comparison(rows: list[dict], task: str) -> str:
                   f" vs {v['baseline']}")
         lines.append(f"{r['method']:<22} {r['n_seeds']:>2} {r['epochs'] or '-':>6} {r['trainable'] or 0:>10,} "
                      f"{r['mean']:6.1f} [{r['ci'][0]:5.1f}, {r['ci'][1]:5.1f}] {floor:>6}   {vs}")
-    lines.append("* the paired interval excludes 0; floor: the best constant predictor on the test videos")
+    lines.append(f"* the paired interval excludes 0; floor: the best constant predictor on the test {unit}s")
     if len({r["epochs"] for r in rows}) > 1:
         lines.append("note: the rows trained for different numbers of epochs (--max-epochs gives them one budget)")
     return "\n".join(lines)

@@ -17,8 +17,9 @@ Interface (one instance per (workspace, task); splits are named "train" | "val" 
                                                targets; the model's encoder mode decides whether
                                                decoded media or cached features are read)
     score(preds, split) -> (metrics {name: percent}, per_unit {name: (N,) array})
-                                               per_unit = the per-example scores whose mean is the
-                                               metric (what the paired bootstrap resamples)
+                                               per_unit = the per-``unit`` scores whose mean is the
+                                               metric (what the paired bootstrap resamples; stored
+                                               as ``video_<metric>`` whatever the unit)
     floors(split, metrics) -> {metric: percent} the best constant predictor's score per metric
     ids(split) -> (N,) array                   example ids, stored with the predictions
     stored_predictions(preds) -> dict          what of the raw head outputs goes in ``.pred.npz``
@@ -35,6 +36,8 @@ from avprompt.plugins import ClassRegistry
 
 class Source:
     key: ClassVar[str] = ""
+    #: what one per-unit score is about (a test video, a question): the paired bootstrap resamples these
+    unit: ClassVar[str] = "video"
 
     def __init__(self, ws, task):
         self.ws, self.task = ws, task
