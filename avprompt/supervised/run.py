@@ -184,7 +184,9 @@ def run_seed(ws, cfg: TrainConfig, setup: Setup, seed: int, progress=None) -> di
     metrics, per_video = src.score(preds, "test")
     metrics["primary"] = metrics[task.primary]
     metrics["primary_metric"] = task.primary
-    metrics["floors"] = src.floors("test", [m for m in metrics if m in per_video])
+    # every reported metric the task declares or scores per unit (an aggregate-only metric such
+    # as the AVS F-score has a floor too)
+    metrics["floors"] = src.floors("test", [m for m in metrics if m in per_video or m in task.metrics])
     metrics["floor"] = metrics["floors"].get(task.primary)
     metrics["val_best"] = report.best_val
     return {
