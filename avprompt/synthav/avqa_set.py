@@ -142,12 +142,8 @@ def _readme(meta: dict) -> str:
 
 
 def _is_complete(out: Path, size: str, seed: int) -> bool:
-    try:
-        meta = json.loads((out / META_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return (meta.get("seed") == seed and meta.get("size") == size
-            and meta.get("format_version") == FORMAT_VERSION)
+    from avprompt.synthav.world import marker_matches
+    return marker_matches(out / META_FILE, seed=seed, size=size, format_version=FORMAT_VERSION)
 
 
 def generate_avqa(out: str | Path, size: str = "small", seed: int = 0, workers: int = 1) -> Path:

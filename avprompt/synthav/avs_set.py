@@ -397,10 +397,8 @@ def _readme(meta: dict) -> str:
 
 
 def _load(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    from avprompt.synthav.world import read_json
+    return read_json(path)
 
 
 def generate_avs(out: str | Path, subset: str = "s4", size: str = "small", seed: int = 0,

@@ -157,13 +157,23 @@ def _readme(meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _is_complete(out: Path, size: str, seed: int) -> bool:
+def read_json(path: Path) -> dict:
+    """A generator's JSON file, or {} when it is missing or half-written."""
     try:
-        meta = json.loads((out / META_FILE).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
-        return False
-    return (meta.get("seed") == seed and meta.get("size") == size
-            and meta.get("format_version") == FORMAT_VERSION)
+        return {}
+
+
+def marker_matches(path: Path, **params) -> bool:
+    """Whether the completion marker at ``path`` (written last) records exactly these parameters:
+    a set generated with them is complete and is reused, anything else is generated again."""
+    meta = read_json(path)
+    return bool(meta) and all(meta.get(k) == v for k, v in params.items())
+
+
+def _is_complete(out: Path, size: str, seed: int) -> bool:
+    return marker_matches(out / META_FILE, seed=seed, size=size, format_version=FORMAT_VERSION)
 
 
 def generate_world(out: str | Path, size: str = "small", seed: int = 0, workers: int = 2) -> Path:
