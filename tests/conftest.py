@@ -80,3 +80,21 @@ def tiny_world(tmp_path_factory):
     os.environ["AVPROMPT_CACHE"] = str(cache)
     from avprompt.synthav import default_world_dir, generate_world
     return Path(generate_world(default_world_dir("tiny", 0), size="tiny", seed=0))
+
+
+@pytest.fixture
+def tiny_env(tiny_world, monkeypatch):
+    """The tiny SynthAV world as the default (supervised sets are generated beside it on demand)."""
+    monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
+    return tiny_world
+
+
+@pytest.fixture
+def train_cfg(tmp_path):
+    """``train_cfg(task=..., **fields)``: a tiny ``avprompt train`` config writing into tmp_path."""
+    from avprompt.supervised.run import TrainConfig
+
+    def make(**kw):
+        return TrainConfig(**{"backbones": "tiny", "max_epochs": 2, "seeds": [1], "synth_size": "tiny",
+                              "out": str(tmp_path), **kw})
+    return make

@@ -9,36 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-TINY = dict(backbones="tiny", max_epochs=2, seeds=[1], synth_size="tiny")
-
 
 @pytest.fixture
-def tiny_env(tiny_world, monkeypatch):
-    monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
-    return tiny_world
-
-
-def _cfg(tmp_path, **kw):
-    from avprompt.supervised.run import TrainConfig
-    return TrainConfig(**{**TINY, "task": "avqa", "out": str(tmp_path), **kw})
-
-
-@pytest.fixture
-def source_model(tiny_env, tmp_path):
+def source_model(tiny_env, tmp_path, train_cfg):
     from avprompt.engine.workspace import Workspace
     from avprompt.supervised.run import build_model, resolve
     from avprompt.supervised.sources import source_for
-    cfg = _cfg(tmp_path)
+    cfg = train_cfg(task="avqa")
     setup = resolve(cfg)
     ws = Workspace("synthav", "tiny", "cpu", "tiny")
     src = source_for(ws, setup.task)
     return src, build_model(ws, setup, src)
 
 
-def test_train_writes_a_cell_with_groups_and_floors_that_eval_reproduces(tiny_env, tmp_path):
+def test_train_writes_a_cell_with_groups_and_floors_that_eval_reproduces(tiny_env, tmp_path, train_cfg):
     from avprompt.supervised.commands import eval_checkpoint, train_supervised
     from avprompt.tasks import get_task
-    out = train_supervised(_cfg(tmp_path))
+    out = train_supervised(train_cfg(task="avqa"))
     assert len(out) == 1 and not out[0]["reused"]
     rec_path = next(tmp_path.rglob("avqa/st-avqa+frozen/**/full/seed1.json"))
     rec = json.loads(rec_path.read_text())
@@ -55,10 +42,10 @@ def test_train_writes_a_cell_with_groups_and_floors_that_eval_reproduces(tiny_en
     assert res["primary"] == pytest.approx(m["primary"], abs=1e-6)
 
 
-def test_dgsct_mode_runs_and_leaves_the_towers_frozen(tiny_env, tmp_path):
+def test_dgsct_mode_runs_and_leaves_the_towers_frozen(tiny_env, tmp_path, train_cfg):
     from avprompt.engine.workspace import Workspace
     from avprompt.supervised.run import resolve, run_seed
-    cfg = _cfg(tmp_path, encoder="dg-sct", max_epochs=1)
+    cfg = train_cfg(task="avqa", encoder="dg-sct", max_epochs=1)
     ws = Workspace("synthav", "tiny", "cpu", "tiny")
     before = {k: v.clone() for k, v in ws.encoders.state_dict().items()}
     res = run_seed(ws, cfg, resolve(cfg), 1)

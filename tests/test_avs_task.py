@@ -8,19 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-TINY = dict(backbones="tiny", max_epochs=2, seeds=[1])
-
-
-@pytest.fixture
-def tiny_env(tiny_world, monkeypatch):
-    monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
-    return tiny_world
-
-
-def _cfg(tmp_path, **kw):
-    from avprompt.supervised.run import TrainConfig
-    return TrainConfig(**{**TINY, "synth_size": "tiny", "out": str(tmp_path), **kw})
-
 
 def _source(task: str, data: str = "synthav"):
     from avprompt.engine.workspace import Workspace
@@ -30,9 +17,9 @@ def _source(task: str, data: str = "synthav"):
     return ws, source_for(ws, get_task(task))
 
 
-def test_s4_trains_into_a_cell_that_eval_reproduces(tiny_env, tmp_path):
+def test_s4_trains_into_a_cell_that_eval_reproduces(tiny_env, tmp_path, train_cfg):
     from avprompt.supervised.commands import eval_checkpoint, train_supervised
-    out = train_supervised(_cfg(tmp_path, task="avs-s4"))
+    out = train_supervised(train_cfg(task="avs-s4"))
     assert len(out) == 1 and not out[0]["reused"]
     rec_path = next(tmp_path.rglob("avs-s4/tpavi+frozen/**/full/seed1.json"))
     rec = json.loads(rec_path.read_text())
@@ -51,18 +38,18 @@ def test_s4_trains_into_a_cell_that_eval_reproduces(tiny_env, tmp_path):
     assert res["metrics"]["fscore"] == pytest.approx(m["fscore"], abs=1e-6)
 
 
-def test_ms3_trains(tiny_env, tmp_path):
+def test_ms3_trains(tiny_env, tmp_path, train_cfg):
     from avprompt.supervised.commands import train_supervised
-    out = train_supervised(_cfg(tmp_path, task="avs-ms3", max_epochs=1))
+    out = train_supervised(train_cfg(task="avs-ms3", max_epochs=1))
     rec = json.loads(next(tmp_path.rglob("avs-ms3/tpavi+frozen/**/seed1.json")).read_text())
     assert out[0]["status"] == "ok" and 0 <= rec["metrics"]["miou"] <= 100
     assert rec["class_names"] == ["foreground"]
 
 
-def test_dgsct_mode_trains_the_s4_head_and_leaves_the_towers_frozen(tiny_env, tmp_path):
+def test_dgsct_mode_trains_the_s4_head_and_leaves_the_towers_frozen(tiny_env, tmp_path, train_cfg):
     from avprompt.engine.workspace import Workspace
     from avprompt.supervised.run import resolve, run_seed
-    cfg = _cfg(tmp_path, task="avs-s4", encoder="dg-sct", max_epochs=1)
+    cfg = train_cfg(task="avs-s4", encoder="dg-sct", max_epochs=1)
     ws = Workspace("synthav", "tiny", "cpu", "tiny")
     before = {k: v.clone() for k, v in ws.encoders.state_dict().items()}
     res = run_seed(ws, cfg, resolve(cfg), 1)

@@ -8,23 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
-TINY = dict(backbones="tiny", max_epochs=2, seeds=[1])
 
 
-@pytest.fixture
-def tiny_env(tiny_world, monkeypatch):
-    monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
-    return tiny_world
-
-
-def _cfg(tmp_path, **kw):
-    from avprompt.supervised.run import TrainConfig
-    return TrainConfig(**{**TINY, "synth_size": "tiny", "out": str(tmp_path), **kw})
-
-
-def test_train_writes_a_full_cell_that_eval_and_resume_reproduce(tiny_env, tmp_path):
+def test_train_writes_a_full_cell_that_eval_and_resume_reproduce(tiny_env, tmp_path, train_cfg):
     from avprompt.supervised.commands import eval_checkpoint, train_supervised
-    out = train_supervised(_cfg(tmp_path, task="ave-sup"))
+    out = train_supervised(train_cfg(task="ave-sup"))
     assert len(out) == 1 and not out[0]["reused"]
     path = tmp_path / "supervised" / "synthav-tiny-0" / "standard" / "ave-sup" / "cmbs+frozen"
     rec_path = next(path.rglob("full/seed1.json"))
@@ -42,27 +30,27 @@ def test_train_writes_a_full_cell_that_eval_and_resume_reproduce(tiny_env, tmp_p
     assert res["primary"] == pytest.approx(m["primary"], abs=1e-6)
     # same identity -> reused, not recomputed
     mtime = rec_path.stat().st_mtime_ns
-    again = train_supervised(_cfg(tmp_path, task="ave-sup"))
+    again = train_supervised(train_cfg(task="ave-sup"))
     assert again[0]["reused"] and rec_path.stat().st_mtime_ns == mtime
     # another config -> stale -> recomputed
-    again = train_supervised(_cfg(tmp_path, task="ave-sup", overrides={"lr": "5e-4"}))
+    again = train_supervised(train_cfg(task="ave-sup", overrides={"lr": "5e-4"}))
     assert not again[0]["reused"]
 
 
-def test_avvp_reports_every_parsing_metric(tiny_env, tmp_path):
+def test_avvp_reports_every_parsing_metric(tiny_env, tmp_path, train_cfg):
     from avprompt.data.avvp_metrics import METRICS
     from avprompt.supervised.commands import train_supervised
-    train_supervised(_cfg(tmp_path, task="avvp"))
+    train_supervised(train_cfg(task="avvp"))
     rec = json.loads(next(tmp_path.rglob("avvp/mmil+frozen/**/seed1.json")).read_text())
     assert set(METRICS) <= set(rec["metrics"]) and rec["metrics"]["primary"] == rec["metrics"]["seg_type"]
     assert set(METRICS) <= set(rec["metrics"]["floors"])
 
 
 @pytest.mark.parametrize("mode", ["dg-sct", "lavish"])
-def test_in_network_modes_train_and_leave_the_towers_frozen(tiny_env, tmp_path, mode):
+def test_in_network_modes_train_and_leave_the_towers_frozen(tiny_env, tmp_path, mode, train_cfg):
     from avprompt.engine.workspace import Workspace
     from avprompt.supervised.run import resolve, run_seed
-    cfg = _cfg(tmp_path, task="ave-sup", encoder=mode, max_epochs=1)
+    cfg = train_cfg(task="ave-sup", encoder=mode, max_epochs=1)
     ws = Workspace("synthav", "tiny", "cpu", "tiny")
     before = {k: v.clone() for k, v in ws.encoders.state_dict().items()}
     res = run_seed(ws, cfg, resolve(cfg), 1)
@@ -89,11 +77,11 @@ def test_bad_train_options_are_one_line_errors(tiny_env, tmp_path, args, message
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_comparison_pairs_modes_on_the_same_videos_and_seeds(tiny_env, tmp_path):
+def test_comparison_pairs_modes_on_the_same_videos_and_seeds(tiny_env, tmp_path, train_cfg):
     from avprompt.supervised.commands import train_supervised
     from avprompt.supervised.compare import comparison, format_comparison
     for mode in ("frozen", "lavish"):
-        train_supervised(_cfg(tmp_path, task="ave-sup", encoder=mode, seeds=[1, 2], max_epochs=1))
+        train_supervised(train_cfg(task="ave-sup", encoder=mode, seeds=[1, 2], max_epochs=1))
     rows = {r["method"]: r for r in comparison(tmp_path / "supervised", "ave-sup")}
     assert set(rows) == {"cmbs+frozen", "cmbs+lavish"}
     lav = rows["cmbs+lavish"]
