@@ -260,6 +260,14 @@ class Method(nn.Module):
         """
         return {}
 
+    def after_training(self, val_features: dict, score=None) -> dict:
+        """Called by the engine once after the training loop of a ``fit-then-train`` method (the
+        selected epoch already loaded), with the validation features and ``score`` as ``fit`` gets
+        them: for hyper-parameters the method's reference chooses on the trained model
+        (Tip-Adapter-F searches alpha/beta after fine-tuning). Returns what it selected (recorded
+        in the result under ``extra.fitted.after_training``). The default does nothing."""
+        return {}
+
     # ----- what actually ran ------------------------------------------------------------------
     def record_change(self, field: str, reference, used, reason: str, branch: str | None = None) -> None:
         """Note that config ``field`` ran as ``used`` instead of ``reference`` (the configured /

@@ -46,6 +46,16 @@ def fixed_tip(key, encoders, task, train, modality="v", **pairs):
     return tip
 
 
+def fit_then_select(method, train, val, score=None) -> dict:
+    """What the engine does around training (none here): ``fit``, then ``after_training`` where a
+    method defines it (Tip-Adapter-F searches alpha/beta on its fine-tuned cache there)."""
+    from avprompt.method import Method
+    out = method.fit(train, val, score=score)
+    if type(method).after_training is not Method.after_training:
+        out = {**out, **method.after_training(val, score=score)}
+    return out
+
+
 def needle(target: np.ndarray, calls: list | None = None):
     """Score 1.0 only for logits equal to ``target``; NaN otherwise (NaN ranks worst)."""
     def score(logits):
@@ -69,7 +79,7 @@ def test_every_fitting_method_takes_a_score(tiny_encoders, batch_factory):
                 method = build(key, tiny_encoders, task, modality=mod, **(
                     SMALL_GRID if key.startswith("tip-adapter") else {}))
                 shapes = []
-                out = method.fit(feats, feats, score=lambda x: shapes.append(np.shape(x)) or 0.0)
+                out = fit_then_select(method, feats, feats, score=lambda x: shapes.append(np.shape(x)) or 0.0)
                 expect = (4, 3, task.num_outputs) if task.level == "segment" else (4, task.num_outputs)
                 assert shapes and set(shapes) == {expect}, (key, mod, task.name)
                 assert out["val_primary"] == 0.0
@@ -85,7 +95,7 @@ def test_tip_adapter_selects_the_candidate_the_score_rewards(key, task, tiny_enc
     betas, alphas = tip.grid()
     target = output(fixed_tip(key, tiny_encoders, task, train, alpha_v=alphas[2], beta_v=betas[1]), val)
     calls = []
-    out = tip.fit(train, val, score=needle(target, calls))
+    out = fit_then_select(tip, train, val, score=needle(target, calls))
     assert (out["alpha_v"], out["beta_v"]) == pytest.approx((alphas[2], betas[1]))
     assert out["val_primary"] == 1.0 and math.isnan(out["val_primary_default"])
     assert out["search_evaluations"] == 1 + len(betas) * len(alphas) == len(calls)
@@ -272,7 +282,27 @@ def test_fit_with_the_engines_primary_metric(key, task_name, protocol, tiny_enco
         records.append(ClipRecord(f"c{i}", f"v{i}", "", "val", seg, sorted({label} | {s for s in seg if s >= 0})))
     for mod in ("v", "av"):
         method = build(key, tiny_encoders, task, modality=mod, **(SMALL_GRID if key != "linear-probe" else {}))
-        out = method.fit(train, val, score=lambda logits: compute_metrics(
+        out = fit_then_select(method, train, val, score=lambda logits: compute_metrics(
             task_name, protocol, logits, records)["primary"])
         expect = compute_metrics(task_name, protocol, output(method, val), records)["primary"]
         assert out["val_primary"] == pytest.approx(expect, abs=1e-6)
+
+
+def test_tip_adapter_f_fine_tunes_at_the_initial_pair_and_searches_after(tiny_encoders, batch_factory):
+    """The reference's order: fit builds the cache only (keys fine-tuned at init alpha/beta); the
+    alpha/beta search runs on the fine-tuned keys, after training."""
+    train = features(batch_factory, tiny_encoders, SEG, 4, seed=21)
+    val = features(batch_factory, tiny_encoders, SEG, 3, seed=22)
+    tipf = build("tip-adapter-f", tiny_encoders, SEG, alpha=1.3, beta=2.7, **SMALL_GRID)
+    calls = []
+    out = tipf.fit(train, val, score=lambda x: calls.append(1) or 0.0)
+    assert not calls and (out["alpha_v"], out["beta_v"]) == pytest.approx((1.3, 2.7))
+    with torch.no_grad():  # "fine-tuning": the keys move
+        tipf.cache_keys["v"].weight.mul_(-1.0)
+    betas, alphas = tipf.grid()
+    fixed = fixed_tip("tip-adapter-f", tiny_encoders, SEG, train, alpha_v=alphas[1], beta_v=betas[2])
+    with torch.no_grad():
+        fixed.cache_keys["v"].weight.mul_(-1.0)
+    after = tipf.after_training(val, score=needle(output(fixed, val)))
+    assert (after["alpha_v"], after["beta_v"]) == pytest.approx((alphas[1], betas[2]))
+    assert after["val_primary"] == 1.0

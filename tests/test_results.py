@@ -150,3 +150,21 @@ def test_concurrent_writers_never_corrupt(tmp_path):
     assert list(tmp_path.rglob("*.tmp")) == []
     shared = R.read_result(R.result_path(tmp_path, _key(seed=0)))
     assert shared["config"]["worker"] in range(4) and len(shared["metrics"]["per_class"]) == 400
+
+
+def test_stored_predictions_keep_large_logits_exact():
+    """float16 for ordinary logits; logits beyond its range (a Tip-Adapter-F cache at a large lr)
+    stay float32 so that the bootstrap ranks what the record scored (no inf, no new ties)."""
+    import numpy as np
+
+    from avprompt.data.records import ClipRecord
+    from avprompt.engine.cell import per_video_predictions
+    from avprompt.task import TaskSpec
+    task = TaskSpec("llp-cls", "video", ("a", "b"), num_segments=2)
+    records = [ClipRecord(f"c{i}", f"v{i}", "", "test", [0, 0], [0]) for i in range(3)]
+    small = per_video_predictions(task, np.full((3, 2, 2), 3.0), records)["logits"]
+    assert small.dtype == np.float16
+    big = np.array([[[1e15, 1.0]] * 2, [[2e15, 1.0]] * 2, [[7e4, 1.0]] * 2])
+    kept = per_video_predictions(task, big, records)["logits"]
+    assert kept.dtype == np.float32 and np.isfinite(kept).all()
+    assert list(np.argsort(kept[:, 0])) == [2, 0, 1]

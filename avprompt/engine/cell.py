@@ -16,6 +16,7 @@ from avprompt.data.splits import make_split
 from avprompt.data.tasks import task_spec
 from avprompt.engine import loop
 from avprompt.engine.batches import iterate, target_tensors
+from avprompt.method import Method
 from avprompt.registry import get_method
 from avprompt.tasks import few_shot_task
 
@@ -118,13 +119,12 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
         torch.manual_seed(plan.seed)
         method = cls(ws.encoders, task, cfg_run).to(ws.device)
         transfer = load_transferable(method, checkpoint["state"]) if checkpoint else None
-        fitted = {}
+        fitted, fit_kwargs = {}, {}
+        if val and cls.fits and fit_takes_score(method):
+            # hyper-parameters chosen on the task's primary metric of the method's own
+            # (fused) output on validation, as every trained method's epoch is
+            fit_kwargs["score"] = lambda logits: compute_metrics(task_def, plan.protocol, logits, val)["primary"]
         if cls.fits and train:
-            fit_kwargs = {}
-            if val and fit_takes_score(method):
-                # hyper-parameters chosen on the task's primary metric of the method's own
-                # (fused) output on validation, as every trained method's epoch is
-                fit_kwargs["score"] = lambda logits: compute_metrics(task_def, plan.protocol, logits, val)["primary"]
             fitted = method.fit(_feature_set(ws, plan.task, task, method, train),
                                 _feature_set(ws, plan.task, task, method, val), **fit_kwargs) or {}
         report = loop.TrainReport()
@@ -134,7 +134,7 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
                                 validate_fn(method) if val else None, epochs, ws.device, patience=plan.patience,
                                 progress=None if progress is None else (lambda row: progress(epochs, row)),
                                 select=plan.select)
-        return method, transfer, fitted, report
+        return method, transfer, fitted, report, fit_kwargs
 
     # Reference learning rates assume CLIP's logit scale (100); on towers with another scale a
     # method may declare multipliers to search on validation (never on test).
@@ -149,13 +149,19 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
                               "best_epoch": cand[3].best_epoch})
             if best is None or cand[3].best_val > best[1][3].best_val:  # ties: the earlier (closer to ×1)
                 best = (m, cand)
-        chosen, (method, transfer, fitted, report) = best
+        chosen, (method, transfer, fitted, report, fit_kwargs) = best
         if chosen != 1:
             method.record_change("lr", cfg.lr, cfg.lr * chosen,
                                  f"x{chosen:g} of the reference, selected on validation from "
                                  f"{'/'.join(f'x{m:g}' for m in multipliers)}")
     else:
-        method, transfer, fitted, report = build_and_train(cfg)
+        method, transfer, fitted, report, fit_kwargs = build_and_train(cfg)
+    if (val and train and cls.trains and epochs > 0
+            and getattr(cls, "after_training", Method.after_training) is not Method.after_training):
+        # once, on the selected candidate (not inside the lr search)
+        after = method.after_training(_feature_set(ws, plan.task, task, method, val), **fit_kwargs)
+        if after:
+            fitted = {**fitted, "after_training": after}
     if cfg.batch_size != reference_batch:
         method.record_change("batch_size", reference_batch, cfg.batch_size,
                              f"the training set has {len(train)} clips (a batch never exceeds it)")
@@ -214,7 +220,7 @@ def per_video_predictions(task, logits, records) -> dict:
     """Per-video test outputs, stored beside the record (``results.write_predictions``) so that
     ``report`` can bootstrap over test videos and pair methods on the same videos.
 
-    clip_ids (N,); logits float16 (N, T, K) for segment tasks, (N, K) (mean over T) for video
+    clip_ids (N,); logits float16 (float32 beyond |256|) (N, T, K) for segment tasks, (N, K) (mean over T) for video
     tasks; segment_labels int16 (N, T) (-1 = background); video_labels uint8 (N, C) multi-hot.
     """
     import numpy as np
@@ -226,7 +232,9 @@ def per_video_predictions(task, logits, records) -> dict:
     for i, r in enumerate(records):
         multi_hot[i, [c for c in r.video_labels if 0 <= c < classes]] = 1
     return {"clip_ids": np.array([r.clip_id for r in records]),
-            "logits": x.astype(np.float16),
+            # float16 halves the store; logits beyond its fine range (a Tip-Adapter-F cache at a large
+            # lr reaches 1e15) would overflow to inf or tie, so those cells keep float32
+            "logits": x.astype(np.float16 if np.isfinite(x).all() and np.abs(x).max(initial=0) < 256 else np.float32),
             "segment_labels": np.array([r.segment_labels for r in records], dtype=np.int16),
             "video_labels": multi_hot}
 
