@@ -100,3 +100,24 @@ def test_bad_data_root_is_a_one_line_error(tiny_env, tmp_path):
         src.splits()
     msg = str(e.value)
     assert "\n" not in msg and str(tmp_path / "avsbench") in msg and "s4_meta_data.csv" in msg
+
+
+def test_decoded_videos_come_back_from_the_disk_cache(tiny_env, monkeypatch):
+    """A second source (a new run) reads the decoded arrays from disk without opening a PNG or a
+    wav, and gets the same arrays; memory holds at most MEMORY_VIDEOS videos."""
+    import avprompt.supervised.sources.avs as avs
+    _, first = _source("avs-s4")
+    recs = first.splits()["test"][:3]
+    decoded = [first._decode(r) for r in recs]
+    assert all(first.disk_path(r).is_file() for r in recs)
+    _, second = _source("avs-s4")
+    second.splits()
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded again instead of read from the disk cache")
+    monkeypatch.setattr(avs.AVSSource, "_read_video", no_decoding)
+    monkeypatch.setattr(avs, "MEMORY_VIDEOS", 2)
+    for r, want in zip(recs, decoded):
+        got = second._decode(r)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert len(second._cache) == 2

@@ -5,7 +5,9 @@ Data: ``<data root>/<task.dataset>/`` (``avsbench``: it holds ``Single-source/``
 missing subset is generated there (``avprompt.synthav.avs_set.generate_avs``, first use only).
 
 An example is one ``AVSRecord`` (a 5-second video); a video whose frames, masks or wav are
-missing is bad media: left out and counted (``extra()["bad_media"]``). Batches (B videos, T = 5):
+missing is bad media: left out and counted (``extra()["bad_media"]``). Each video is decoded once
+into the on-disk cache (``<AVPROMPT_CACHE>/avs/``, keyed by the files' stamps and the towers' input
+sizes); memory holds the most recently used ``MEMORY_VIDEOS``. Batches (B videos, T = 5):
 
     frames      (B, 5, 3, S, S)  the 5 PNG frames, PIL-bilinear resized to the vision tower's
                                  ``image_size``, normalised with its mean / std
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +45,11 @@ from avprompt.supervised.sources import Source, register_source
 SECONDS = 5  # AVSBench-object: 5 frames, one per second
 SUBSETS = {"avs-s4": "s4", "avs-ms3": "ms3"}
 FLOOR_PREDICTORS = ("all_background", "all_foreground", "centre_box")
+#: decoded videos held in memory per source (~2 MB each at 224 px and 48 kHz); the rest are read
+#: back from the on-disk cache
+MEMORY_VIDEOS = 512
+#: version of the on-disk decoded-video format (part of every cached file's name)
+DISK_FORMAT = 1
 
 
 def _subset(task) -> str:
@@ -80,9 +89,10 @@ class AVSSource(Source):
         super().__init__(ws, task)
         self.subset = _subset(task)
         self._splits = None
-        # (split, video_id) -> decoded arrays. In memory: a SynthAV set is a few hundred videos;
-        # the real S4 train split (3,452 videos) would want an on-disk cache like the clip sources'.
-        self._cache: dict[tuple[str, str], tuple] = {}
+        # (split, video_id) -> decoded arrays, the MEMORY_VIDEOS most recently used; every decoded
+        # video is also kept on disk (``disk_path``): the real S4 train split (3,452 videos, ~2 MB
+        # each decoded) does not fit in memory, and the next run skips PNG / wav decoding
+        self._cache: OrderedDict[tuple[str, str], tuple] = OrderedDict()
         self._feat_a: dict[str, torch.Tensor] = {}
         self._floors: dict[str, dict] = {}
         self._mask_size = None
@@ -128,28 +138,71 @@ class AVSSource(Source):
         return list(self.index.categories) or ["foreground"]
 
     # ----- decoding ------------------------------------------------------------------------------
-    def _decode(self, r) -> tuple:
-        """-> frames uint8 (5, S, S, 3), audio float32 (5, sr), masks uint8 (5, H, W), valid bool (5,)."""
+    def disk_path(self, r) -> Path:
+        """Where video ``r`` decoded for these towers lives: ``<cache>/avs/<video>-<hash>.npz``, the
+        hash over the files' real paths and ``size:mtime`` stamps (an edited file is decoded again),
+        the towers' frame size and audio rate, and ``DISK_FORMAT``."""
+        from avprompt.data.prepare import _sha, media_stamp
+        from avprompt.engine.workspace import cache_root
+        enc = self.ws.encoders
+        files = [*r.frames, *r.masks, r.audio]
+        ident = json.dumps([DISK_FORMAT, enc.vision.image_size, enc.audio.sample_rate, list(r.mask_frames),
+                            [(os.path.realpath(p), media_stamp(p)) for p in files]])
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(r.video_id))[:80]
+        return cache_root() / "avs" / f"{stem}-{_sha(ident, 16)}.npz"
+
+    def _read_video(self, r) -> tuple:
+        """Decode the PNGs and the wav: frames uint8 (5, S, S, 3), audio float32 (5, sr), masks
+        uint8 (5, H, W) at this video's own mask size, valid bool (5,)."""
         from PIL import Image
+        enc = self.ws.encoders
+        size, rate = enc.vision.image_size, enc.audio.sample_rate
+        frames = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR))
+                           for p in r.frames])
+        masks, own = [], None
+        for p in r.masks:
+            m = Image.open(p).convert("L")
+            own = own or m.size
+            if m.size != own:  # one size per video (the first mask's); per batch: ``_decode``
+                m = m.resize(own, Image.NEAREST)
+            masks.append(np.asarray(m) > 127)
+        w, h = own or (1, 1)
+        full = np.zeros((SECONDS, h, w), np.uint8)
+        valid = np.zeros(SECONDS, bool)
+        for k, m in zip(r.mask_frames, masks):
+            full[k], valid[k] = m, True
+        return frames, read_wav(r.audio, rate), full, valid
+
+    def _decode(self, r) -> tuple:
+        """-> frames uint8 (5, S, S, 3), audio float32 (5, sr), masks uint8 (5, H, W), valid bool (5,):
+        from memory, else from the on-disk cache, else decoded (and written there)."""
         key = (r.split, r.video_id)
-        if key not in self._cache:
-            enc = self.ws.encoders
-            size, rate = enc.vision.image_size, enc.audio.sample_rate
-            frames = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR))
-                               for p in r.frames])
-            masks = []
-            for p in r.masks:
-                m = Image.open(p).convert("L")
-                self._mask_size = self._mask_size or m.size
-                if m.size != self._mask_size:  # one size per batch: the first mask's (224 x 224 as released)
-                    m = m.resize(self._mask_size, Image.NEAREST)
-                masks.append(np.asarray(m) > 127)
-            w, h = self._mask_size
-            full = np.zeros((SECONDS, h, w), np.uint8)
-            valid = np.zeros(SECONDS, bool)
-            for k, m in zip(r.mask_frames, masks):
-                full[k], valid[k] = m, True
-            self._cache[key] = (frames, read_wav(r.audio, rate), full, valid)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        path = self.disk_path(r)
+        arrays = None
+        if path.is_file():
+            try:
+                with np.load(path) as z:
+                    arrays = (z["frames"], z["audio"], z["masks"], z["valid"])
+            except (OSError, ValueError, KeyError):  # a truncated or foreign file: decode again
+                arrays = None
+        if arrays is None:
+            arrays = self._read_video(r)
+            from avprompt.results import _atomic_write
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, path.stem, lambda f: np.savez(
+                f, frames=arrays[0], audio=arrays[1], masks=arrays[2], valid=arrays[3]))
+        frames, audio, full, valid = arrays
+        # one mask size per batch: the first video's (224 x 224 as released)
+        self._mask_size = self._mask_size or (full.shape[2], full.shape[1])
+        if (full.shape[2], full.shape[1]) != self._mask_size:
+            from PIL import Image
+            full = np.stack([np.asarray(Image.fromarray(m).resize(self._mask_size, Image.NEAREST)) for m in full])
+        self._cache[key] = (frames, audio, full, valid)
+        while len(self._cache) > MEMORY_VIDEOS:
+            self._cache.popitem(last=False)
         return self._cache[key]
 
     def _inputs(self, chunk) -> dict:
