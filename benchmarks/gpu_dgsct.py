@@ -1,5 +1,5 @@
-"""DG-SCT training step on one GPU: fp32 / bf16 autocast x activation checkpointing of the frozen
-blocks. One JSON line per configuration: step time, peak memory, model FLOPs per step and MFU.
+"""DG-SCT training step on one GPU: fp32 / bf16 autocast x activation checkpointing (of the frozen
+block halves and of DG-SCT's modules). One JSON line per configuration: step time, peak memory, model FLOPs per step and MFU.
 
 ViT-B-16 + HTSAT-base (random weights: nothing is downloaded), AVE-like task (28 classes +
 background), batch 8 x 10 segments, DG-SCT's paper preset, Adam; the steps go through the
@@ -33,9 +33,10 @@ def _peak(name: str):
     return None
 
 
-def build(backbones: str, batch: int, segments: int, ckpt: bool, device, cache_text: bool = True):
+def build(backbones: str, batch: int, segments: int, ckpt, device, cache_text: bool = True):
     """DG-SCT (paper preset) on random-weight towers + one seeded batch, both on ``device``
-    (also used by ``bench_dgsct.py``)."""
+    (also used by ``bench_dgsct.py``). ``ckpt``: activation checkpointing, "none" | "frozen" (the
+    frozen block halves) | "modules" (each DG-SCT pair) | "all"; True = "all"."""
     import torch
 
     from avprompt.dgsct.method import DGSCT
@@ -45,7 +46,10 @@ def build(backbones: str, batch: int, segments: int, ckpt: bool, device, cache_t
     torch.manual_seed(0)
     enc = load_encoders(backbones)
     task = TaskSpec("ave", "segment", tuple(f"class {i}" for i in range(28)), num_segments=segments)
-    model = DGSCT(enc, task, DGSCT.default_config(checkpoint_frozen=ckpt, cache_text=cache_text)).to(device)
+    ckpt = {True: "all", False: "none"}.get(ckpt, ckpt)
+    model = DGSCT(enc, task, DGSCT.default_config(checkpoint_frozen=ckpt in ("frozen", "all"),
+                                                  checkpoint_modules=ckpt in ("modules", "all"),
+                                                  cache_text=cache_text)).to(device)
     s = enc.vision.image_size
     g = torch.Generator().manual_seed(0)
     b = {"frames": torch.randn(batch, segments, 3, s, s, generator=g),
@@ -92,7 +96,7 @@ def run_config(args, dtype: str, ckpt: bool, device, flops: int | None) -> dict:
     name = torch.cuda.get_device_name(0) if cuda else "cpu"
     bf16_peak = _peak(name) if cuda else None
     out = {"device": name, "backbones": args.backbones, "batch": args.batch, "segments": args.segments,
-           "dtype": dtype, "checkpoint_frozen": ckpt, "step_s": round(step, 4),
+           "dtype": dtype, "checkpointing": bool(ckpt), "step_s": round(step, 4),
            "peak_mib": None if peak is None else round(peak), "flops_per_step": flops,
            "tflops_per_s": None if not flops else round(flops / step / 1e12, 2),
            "mfu": None if not (flops and bf16_peak) else round(flops / step / bf16_peak, 4)}
@@ -131,7 +135,7 @@ def main(argv=None) -> int:
             row = run_config(args, dtype, ckpt, device, flops)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
-            row = {"dtype": dtype, "checkpoint_frozen": ckpt, "error": "out of memory"}
+            row = {"dtype": dtype, "checkpointing": bool(ckpt), "error": "out of memory"}
         print(json.dumps(row), flush=True)
     return 0
 

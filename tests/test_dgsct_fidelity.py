@@ -288,3 +288,21 @@ def test_zero_shot_transfer_keeps_the_pretraining_gamma(tiny_encoders):
     assert build(tiny_encoders, SEG).choices["gamma"] == 0.01  # without the checkpoint: by task level
     overrides, carried = transfer_config(DGSCT, {"gamma": 0.02}, ckpt)
     assert overrides["gamma"] == 0.02 and "gamma" not in carried
+
+
+@pytest.mark.parametrize("shape", [(50, 768, 4096, 96), (4096, 96, 50, 768), (7, 5, 7, 5)])
+def test_prompt_projection_order_is_the_same_function(shape):
+    """psi in the cheaper order equals the 1x1 conv then the Linear (the paper's order), values and
+    gradients."""
+    from avprompt.dgsct.modules import PromptProjection
+    n_in, c_in, n_out, c_out = shape
+    torch.manual_seed(0)
+    psi = PromptProjection(n_in, c_in, n_out, c_out).double()
+    g = torch.randn(3, n_in, c_in, dtype=torch.double, requires_grad=True)
+    got = psi(g)
+    want = psi.channels(psi.tokens(g))
+    assert got.shape == (3, n_out, c_out) and torch.allclose(got, want, atol=1e-9)
+    (gw,) = torch.autograd.grad(got.square().sum(), psi.tokens.weight)
+    (ww,) = torch.autograd.grad(want.square().sum(), psi.tokens.weight)
+    assert torch.allclose(gw, ww, atol=1e-7)
+    assert psi.channels_first == (shape[0] * shape[1] < shape[2] * shape[3])

@@ -106,11 +106,15 @@ def block_outputs(blocks: list[Recording], last: torch.Tensor) -> list[torch.Ten
 
 def embed_paired(encoders, injections: nn.ModuleDict, pairs: list[tuple[int, int]], batch: dict,
                  placement: str = "split", checkpoint_frozen: bool = False,
-                 keep_vision: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 keep_vision: list | None = None,
+                 checkpoint_modules: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames (B, T, 3, S, S), audio (B, T, S_a) -> tower embeddings f_v (B, T, D_v), f_a (B, T, D_a)
     with DG-SCT's modules injected (``placement`` "split": paper eq. 1-2; "reference": released code).
     ``keep_vision``: a list that receives every vision block's output tokens (B*T, L, C), modules
-    included (dense task heads read them)."""
+    included (dense task heads read them). ``checkpoint_frozen`` / ``checkpoint_modules``: activation
+    checkpointing of the frozen block halves / of each DG-SCT pair (its (N, L, d) spatial and channel
+    intermediates at HTS-AT's first stage are the largest tensors a step keeps), recomputed in the
+    backward pass."""
     vt, at = encoders.vision, encoders.audio
     frames, audio = batch["frames"], batch["audio"]
     B, T = frames.shape[:2]
@@ -127,7 +131,10 @@ def embed_paired(encoders, injections: nn.ModuleDict, pairs: list[tuple[int, int
             src_v, src_a = xv, xa
         else:  # code: the vision MLP's input (p1 added) and the audio tokens (p1 added)
             src_v, src_a = bv.mlp_in, xa
-        dv, da = inj(src_v, src_a, T)
+        if checkpoint_modules and torch.is_grad_enabled():
+            dv, da = checkpoint(inj, src_v, src_a, T, use_reentrant=False)
+        else:
+            dv, da = inj(src_v, src_a, T)
         return (xv if dv is None else xv + dv), (xa if da is None else xa + da)
 
     xv, xa = run_paired(v_blocks, vt.embed(frames.flatten(0, 1)), a_blocks, at.embed(audio.flatten(0, 1)),

@@ -121,6 +121,9 @@ class DGSCTConfig(MethodConfig):
     negatives: str = "batch"  # contrastive image->text negatives: "batch" | "all" classes
     cache_text: bool = True  # frozen template features computed once (False: every step)
     checkpoint_frozen: bool = False  # activation checkpointing of the frozen blocks
+    # activation checkpointing of each A2V/V2A pair, memory for time (preset=reference: its
+    # BatchNorm running statistics then see each training batch twice, in the recomputation)
+    checkpoint_modules: bool = False
     # optimisation (paper app. A, reference training script)
     optimizer: str = "adam"
     lr: float = 3e-4
@@ -284,7 +287,8 @@ class DGSCT(Method):
     def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames (B, T, 3, S, S), audio (B, T, S_a) -> tower embeddings f_v (B, T, D_v), f_a (B, T, D_a)."""
         return embed_paired(self.encoders, self.injections, self.pairs, batch,
-                            self.choices["placement"], self.config.checkpoint_frozen)
+                            self.choices["placement"], self.config.checkpoint_frozen,
+                            checkpoint_modules=self.config.checkpoint_modules)
 
     # ----- heads, logits, loss -------------------------------------------------------------------
     @property
