@@ -58,8 +58,14 @@ def train_supervised(cfg: TrainConfig, echo=print, progress=None) -> list[dict]:
         if cfg.save_checkpoints:
             ckpt = path.with_suffix(".ckpt.pt")
             tmp = ckpt.with_suffix(".tmp")
+            head = res["model"].head
             torch.save({"train_config": dataclasses.asdict(cfg), "seed": seed, "identity": ident,
-                        "state": {k: v.cpu() for k, v in res["model"].trainable_state().items()}}, tmp)
+                        "state": {k: v.cpu() for k, v in res["model"].trainable_state().items()},
+                        # what `avprompt predict` needs to rebuild the head without the data
+                        "method": key.method, "head_context": dict(head.context),
+                        "task": {"name": setup.task.name, "level": setup.task.level,
+                                 "class_names": list(res["extra"]["class_names"]),
+                                 "num_segments": setup.task.num_segments}}, tmp)
             tmp.replace(ckpt)
             record["checkpoint"] = ckpt.name
         write_result(cfg.out, record)
