@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from avprompt.results import FULL_SHOTS as FULL  # a supervised cell trains on the whole training set
+from avprompt.results import _atomic_write
 from avprompt.supervised.run import TrainConfig, resolve, run_seed
 
 
@@ -57,16 +58,15 @@ def train_supervised(cfg: TrainConfig, echo=print, progress=None) -> list[dict]:
         record["predictions"] = predictions_path(cfg.out, key).name
         if cfg.save_checkpoints:
             ckpt = path.with_suffix(".ckpt.pt")
-            tmp = ckpt.with_suffix(".tmp")
             head = res["model"].head
-            torch.save({"train_config": dataclasses.asdict(cfg), "seed": seed, "identity": ident,
-                        "state": {k: v.cpu() for k, v in res["model"].trainable_state().items()},
-                        # what `avprompt predict` needs to rebuild the head without the data
-                        "method": key.method, "head_context": dict(head.context),
-                        "task": {"name": setup.task.name, "level": setup.task.level,
-                                 "class_names": list(res["extra"]["class_names"]),
-                                 "num_segments": setup.task.num_segments}}, tmp)
-            tmp.replace(ckpt)
+            blob = {"train_config": dataclasses.asdict(cfg), "seed": seed, "identity": ident,
+                    "state": {k: v.cpu() for k, v in res["model"].trainable_state().items()},
+                    # what `avprompt predict` needs to rebuild the head without the data
+                    "method": key.method, "head_context": dict(head.context),
+                    "task": {"name": setup.task.name, "level": setup.task.level,
+                             "class_names": list(res["extra"]["class_names"]),
+                             "num_segments": setup.task.num_segments}}
+            _atomic_write(ckpt, ckpt.stem, lambda f: torch.save(blob, f))
             record["checkpoint"] = ckpt.name
         write_result(cfg.out, record)
         out.append({"path": str(path), "status": "ok", "reused": False, "primary": res["metrics"]["primary"]})
