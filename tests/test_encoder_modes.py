@@ -179,8 +179,9 @@ def test_dgsct_mode_and_method_share_the_code(enc, batch, preset):
 
 
 def test_checkpointing_gives_the_same_features(enc, batch):
-    for name in ("lavish", "dg-sct"):
-        a, b = build(enc, name), build(enc, name, checkpoint_frozen=True)
+    for name, switch in (("lavish", "checkpoint_frozen"), ("dg-sct", "checkpoint_frozen"),
+                         ("dg-sct", "checkpoint_modules")):
+        a, b = build(enc, name), build(enc, name, **{switch: True})
         b.load_state_dict(a.state_dict())
         open_gates(a), open_gates(b)
         a.eval(), b.eval()

@@ -50,6 +50,7 @@ class EncoderConfig:
     lavish_reduction: int = 8  # LAVisH bottleneck C -> C / 8 (--Adapter_downsample=8)
     lavish_groups: int = 2  # groups of LAVisH's 1x1 bottleneck convs (--num_conv_group=2; 1 if C is odd)
     checkpoint_frozen: bool = False  # activation checkpointing of the frozen block halves (in-network modes)
+    checkpoint_modules: bool = False  # dg-sct: activation checkpointing of each A2V/V2A pair (real size)
 
 
 class EncoderMode(nn.Module):
@@ -136,7 +137,8 @@ class DGSCTMode(EncoderMode):
         from avprompt.dgsct.injection import embed_paired
         keep = [] if tokens else None
         f_v, f_a = embed_paired(self.encoders, self.injections, self.pairs, batch,
-                                self.choices["placement"], self.config.checkpoint_frozen, keep_vision=keep)
+                                self.choices["placement"], self.config.checkpoint_frozen, keep_vision=keep,
+                                checkpoint_modules=self.config.checkpoint_modules)
         return (f_v, f_a, self._per_clip(keep, f_v.shape[0])) if tokens else (f_v, f_a)
 
 
