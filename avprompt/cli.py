@@ -96,12 +96,12 @@ def backbones_list(all_open_clip: bool = typer.Option(False, "--all", help="also
 
     Example: avprompt backbones list --all
     """
-    from avprompt.encoders.factory import known_architectures
-    rows = known_architectures()
-    if not all_open_clip:
-        rows = [r for r in rows if r["tower"] == "clap" or r["arch"].startswith(("avp-", "ViT-B-32", "ViT-B-16", "ViT-L-14"))]
-    for r in rows:
-        typer.echo(f"{r['tower']:<5} {r['arch']:<28} {r['weights']}")
+    from avprompt.encoders.catalog import catalog, hub_cache_dir
+    for r in catalog(all_open_clip):
+        have = f"  [on disk: {', '.join(r['on_disk'])}]" if r["on_disk"] else ""
+        typer.echo(f"{r['tower']:<5} {r['arch']:<28} {r['weights']}{have}")
+    typer.echo(f"on disk: shipped assets, and open_clip tags found in {hub_cache_dir()} or ~/.cache/clip; "
+               "anything else is downloaded on first use (needs internet) or given as a file")
     typer.echo("spec: --backbones synthav | tiny | clip=ARCH[@TAG|FILE],clap=ARCH[+roberta][@FILE]")
 
 
@@ -155,12 +155,29 @@ def main(argv: list[str] | None = None):
     # nothing to a user of the CLI; library use keeps every warning.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"timm\..*")
     warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args:  # no command: typer prints the help
+        app(args=args, standalone_mode=True)
     try:
-        app(args=argv, standalone_mode=True)
+        # not standalone: a bad option value (typed choices and lists) comes back as an exception
+        # and is said in one line, like every other user error, instead of a boxed panel
+        rv = app(args=args, standalone_mode=False)
     except USER_ERRORS + (RegistryError,) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         typer.echo(f"error: {msg}", err=True)
         sys.exit(2)
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
+    except typer.TyperException as e:
+        if not hasattr(e, "format_message"):
+            raise
+        ctx = getattr(e, "ctx", None)
+        hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        msg = " ".join(e.format_message().replace("Value error, ", "").split())
+        typer.echo(f"error: {msg}{hint}", err=True)
+        sys.exit(getattr(e, "exit_code", 2))
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

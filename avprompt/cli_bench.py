@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
@@ -21,35 +21,38 @@ def _shown(cls, name: str) -> str:
     return "none" if v is None else str(v)
 
 
-def _ints(value: Optional[str], option: str) -> Optional[list[int]]:
-    if value is None:
-        return None
+def _ints(value: str) -> list[int]:
+    """``--shots 1,2,4`` -> [1, 2, 4] (a typed comma list: a bad value is click's one-line usage error)."""
     try:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise ValueError(f"{option} {value!r}: expected comma-separated integers, e.g. 1,2,4,8,16") from None
+        raise typer.BadParameter(f"{value!r}: expected comma-separated integers, e.g. 1,2,4,8,16") from None
 
 
-def _strs(value: Optional[str]) -> Optional[list[str]]:
-    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+def _strs(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _seeds_or_all(value: str):
+    return "none" if value == "all" else _ints(value)
 
 
 def bench_command(
-    shots: Optional[str] = typer.Option(None, "--shots", show_default=_shown(BenchConfig, "shots"), help="comma-separated K, e.g. 1,2,4,8,16"),
-    tasks: Optional[str] = typer.Option(None, "--tasks", show_default=_shown(BenchConfig, "tasks"), help="ave,ave-cls,llp-cls"),
+    shots: Optional[str] = typer.Option(None, "--shots", parser=_ints, metavar="K,...", show_default=_shown(BenchConfig, "shots"), help="comma-separated K, e.g. 1,2,4,8,16"),
+    tasks: Optional[str] = typer.Option(None, "--tasks", parser=_strs, metavar="TASK,...", show_default=_shown(BenchConfig, "tasks"), help="ave,ave-cls,llp-cls"),
     methods: Optional[str] = typer.Option(None, "--methods", show_default=_shown(BenchConfig, "methods"), help="all | KEYS | GLOB (comma-separated)"),
-    seeds: Optional[str] = typer.Option(None, "--seeds", show_default=_shown(BenchConfig, "seeds"), help="comma-separated seeds"),
-    seeds_in_network: Optional[str] = typer.Option(None, "--seeds-in-network", show_default=_shown(BenchConfig, "seeds_in_network"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", parser=_ints, metavar="SEED,...", show_default=_shown(BenchConfig, "seeds"), help="comma-separated seeds"),
+    seeds_in_network: Optional[str] = typer.Option(None, "--seeds-in-network", parser=_seeds_or_all, metavar="SEED,...|all", show_default=_shown(BenchConfig, "seeds_in_network"),
                                                    help="seeds of DG-SCT, MaPLe (and CoCoOp on SynthAV) "
                                                         "('all' = --seeds)"),
     data: Optional[str] = typer.Option(None, "--data", show_default=_shown(BenchConfig, "data"), help="synthav | DIR | manifest:FILE"),
     backbones: Optional[str] = typer.Option(None, "--backbones", show_default=_shown(BenchConfig, "backbones"), help="synthav | tiny | clip=ARCH@W,clap=ARCH@W"),
-    protocol: Optional[str] = typer.Option(None, "--protocol", show_default=_shown(BenchConfig, "protocol"), help="standard | reference"),
-    modality: Optional[str] = typer.Option(None, "--modality", show_default=_shown(BenchConfig, "modality"), help="auto | v | a | av"),
+    protocol: Optional[Literal["standard", "reference"]] = typer.Option(None, "--protocol", show_default=_shown(BenchConfig, "protocol"), help="splits: standard (shots from train, select on val) or the reference's"),
+    modality: Optional[Literal["auto", "v", "a", "av"]] = typer.Option(None, "--modality", show_default=_shown(BenchConfig, "modality"), help="branch: auto (cached-feature methods on every branch they support, in-network ones on their first), v, a or av"),
     out: Optional[str] = typer.Option(None, "--out", show_default=_shown(BenchConfig, "out"), help="results store (runs/ is a working folder; "
                                       "results/ is the committed snapshot)"),
-    executor: Optional[str] = typer.Option(None, "--executor", show_default=_shown(BenchConfig, "executor"), help="local | ray"),
-    audio_pass: Optional[str] = typer.Option(None, "--audio-pass", show_default=_shown(BenchConfig, "audio_pass"), help="segment (one audio-tower pass per "
+    executor: Optional[Literal["local", "ray"]] = typer.Option(None, "--executor", show_default=_shown(BenchConfig, "executor"), help="where cells run: this machine or a Ray cluster"),
+    audio_pass: Optional[Literal["segment", "clip"]] = typer.Option(None, "--audio-pass", show_default=_shown(BenchConfig, "audio_pass"), help="segment (one audio-tower pass per "
                                              "1 s segment, the reference) | clip (one pass per clip, each "
                                              "segment from its own time span; cached-feature methods)"),
     jobs: Optional[int] = typer.Option(None, "--jobs", show_default=_shown(BenchConfig, "jobs"), help="cells at once on this machine (local executor; "
@@ -60,7 +63,7 @@ def bench_command(
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", show_default=_shown(BenchConfig, "max_epochs"), help="cap cached-feature methods' epochs (0: none)"),
     max_epochs_in_network: Optional[int] = typer.Option(None, "--max-epochs-in-network", show_default=_shown(BenchConfig, "max_epochs_in_network"),
                                                         help="cap DG-SCT's / MaPLe's epochs (0: none)"),
-    select: Optional[str] = typer.Option(None, "--select", show_default=_shown(BenchConfig, "select"), help="val (the initial state and every "
+    select: Optional[Literal["val", "last"]] = typer.Option(None, "--select", show_default=_shown(BenchConfig, "select"), help="val (the initial state and every "
                                          "epoch compete on validation, ties to the later) | last (the "
                                          "references' last epoch)"),
     config: Optional[str] = typer.Option(None, "--config", help="suite file (TOML/YAML, flat)"),
@@ -80,9 +83,7 @@ def bench_command(
     from avprompt.bench import run_bench
 
     cfg = BenchConfig.from_sources(
-        config, shots=_ints(shots, "--shots"), tasks=_strs(tasks), methods=methods, seeds=_ints(seeds, "--seeds"),
-        seeds_in_network=None if seeds_in_network is None else ("none" if seeds_in_network == "all"
-                                                                else _ints(seeds_in_network, "--seeds-in-network")),
+        config, shots=shots, tasks=tasks, methods=methods, seeds=seeds, seeds_in_network=seeds_in_network,
         data=data, backbones=backbones, protocol=protocol, modality=modality, out=out, executor=executor,
         address=address, jobs=jobs, audio_pass=audio_pass, device=device, max_epochs=max_epochs, max_epochs_in_network=max_epochs_in_network,
         suite=suite, select=select, dry_run=dry_run or None, rerun=rerun or None,
@@ -100,7 +101,7 @@ def bench_command(
 
 def zeroshot_command(
     pretrain: str = typer.Option("vggsound40k", "--pretrain", help="pre-training set (vggsound40k)"),
-    targets: Optional[str] = typer.Option(None, "--targets", "--tasks", show_default=_shown(ZeroShotConfig, "targets"), help="target tasks, e.g. ave,ave-cls,llp-cls (--tasks is the same option)"),
+    targets: Optional[str] = typer.Option(None, "--targets", "--tasks", parser=_strs, metavar="TASK,...", show_default=_shown(ZeroShotConfig, "targets"), help="target tasks, e.g. ave,ave-cls,llp-cls (--tasks is the same option)"),
     methods: Optional[str] = typer.Option(None, "--methods", show_default=_shown(ZeroShotConfig, "methods"), help="all | KEYS | GLOB"),
     seed: Optional[int] = typer.Option(None, "--seed", show_default=_shown(ZeroShotConfig, "seed")),
     data: Optional[str] = typer.Option(None, "--data", show_default=_shown(ZeroShotConfig, "data"), help="synthav | DIR (with vggsound40k/, ave/, llp/)"),
@@ -120,7 +121,7 @@ def zeroshot_command(
     from avprompt.config import apply_overrides
     from avprompt.zeroshot import run_zeroshot
 
-    given = {k: v for k, v in dict(pretrain=pretrain, targets=_strs(targets), methods=methods, seed=seed,
+    given = {k: v for k, v in dict(pretrain=pretrain, targets=targets, methods=methods, seed=seed,
                                    data=data, backbones=backbones, out=out, device=device,
                                    max_epochs=max_epochs, from_checkpoint=from_checkpoint).items()
              if v is not None}
@@ -134,9 +135,10 @@ def zeroshot_command(
 
 def predict_command(
     cell: str = typer.Argument(..., metavar="CELL", help="a cell's seed<S>.json (or seed<S>.ckpt.pt) "
-                               "saved by `avprompt bench --save-checkpoints`"),
+                               "saved by `avprompt bench --save-checkpoints`, or a cell of "
+                               "`avprompt train` (ave-sup, avvp)"),
     videos: str = typer.Argument(..., metavar="VIDEO", help="video.mp4, or manifest:FILE (one path per line)"),
-    format: str = typer.Option("table", "--format", help="table | json | csv"),
+    format: Literal["table", "json", "csv"] = typer.Option("table", "--format", help="output format"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
 ):
     """Label new videos with a trained cell: per-segment labels and probabilities, and the video label.
@@ -147,8 +149,6 @@ def predict_command(
 
     from avprompt.predict import load_cell, predict_videos, read_inputs
 
-    if format not in ("table", "json", "csv"):
-        raise ValueError(f"--format {format!r}: use table, json or csv")
     paths = read_inputs(videos)
     method, blob = load_cell(cell, device)
     rows = predict_videos(method, paths, device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
@@ -40,7 +40,7 @@ def prepare(
                                          "$AVPROMPT_CACHE/media or ~/.cache/avprompt/media]"),
     image_size: int = typer.Option(224, help="frame size (match the image encoder)"),
     sample_rate: int = typer.Option(48000, help="audio sample rate (match the audio encoder)"),
-    on_bad_media: str = typer.Option("fail", help="fail | skip (list bad files in report.json)"),
+    on_bad_media: Literal["fail", "skip"] = typer.Option("fail", help="fail | skip (list bad files in report.json)"),
 ) -> None:
     """Decode every clip once into the on-disk cache (resumable).
 
@@ -64,7 +64,7 @@ def prepare(
 def stats(
     dataset: str = typer.Option(..., help=STATS_DATASET_HELP),
     root: Optional[Path] = typer.Option(None, help="dataset folder (annotation files)"),
-    protocol: str = typer.Option("standard", help="standard | reference"),
+    protocol: Literal["standard", "reference"] = typer.Option("standard", help="standard | reference"),
     as_json: bool = typer.Option(False, "--json", help="print the full statistics as JSON"),
 ) -> None:
     """Statistics from the annotation files: split sizes, classes, shots, constant floors.
@@ -163,7 +163,7 @@ def export_manifest_cmd(
 @app.command()
 def synth(
     out: Optional[Path] = typer.Option(None, help="output folder (default: the SynthAV cache folder)"),
-    size: str = typer.Option("small", help="tiny | small | medium"),
+    size: Literal["tiny", "small", "medium"] = typer.Option("small", help="tiny | small | medium"),
     seed: int = typer.Option(0, help="world seed"),
     workers: int = typer.Option(2, help="parallel encoder processes"),
 ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import typer
 
@@ -14,7 +15,7 @@ def explain_command(
     out: Path = typer.Option(Path("explain"), "--out", help="folder for attention.png/.npz, tsne.png, explain.json"),
     pair: int = typer.Option(-1, "--pair", help="paired layer drawn in attention.png (-1 = last; all are in the .npz)"),
     data: str = typer.Option("synthav", "--data", help="dataset of the t-SNE split: synthav | DIR (standard layout)"),
-    split: str = typer.Option("test", "--split", help="train | val | test: the clips of the t-SNE"),
+    split: Literal["train", "val", "test"] = typer.Option("test", "--split", help="train | val | test: the clips of the t-SNE"),
     max_clips: int = typer.Option(32, "--max-clips", help="clips of the split in the t-SNE (0: no t-SNE)"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
 ):

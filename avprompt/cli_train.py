@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from avprompt.cli_bench import _ints
 from avprompt.tasks import task_names
 
 
@@ -16,7 +17,7 @@ def train_command(
                                 "(DG-SCT modules in the towers) | lavish (latent-token adapters)"),
     head: Optional[str] = typer.Option(None, "--head", help="task head key (default: the task's; "
                                        "`avprompt tasks`)"),
-    seeds: str = typer.Option("1", "--seeds", help="comma-separated seeds, e.g. 1,2,3"),
+    seeds: str = typer.Option("1", "--seeds", parser=_ints, metavar="SEED,...", help="comma-separated seeds, e.g. 1,2,3"),
     data: str = typer.Option("synthav", "--data", help="synthav | DIR (the dataset's standard layout)"),
     backbones: str = typer.Option("synthav", "--backbones", help="synthav | tiny | clip=ARCH@W,clap=ARCH@W"),
     out: str = typer.Option("runs", "--out", help="results store (cells under <out>/supervised/)"),
@@ -34,13 +35,12 @@ def train_command(
 
     Example: avprompt train --task avvp --encoder dg-sct --seeds 1,2,3 --set use_temporal=false
     """
-    from avprompt.cli_bench import _ints
     from avprompt.config import parse_kv
     from avprompt.supervised.commands import train_supervised
     from avprompt.supervised.compare import comparison, format_comparison
     from avprompt.supervised.run import TrainConfig
 
-    cfg = TrainConfig(task=task, encoder=encoder, head=head or "", seeds=_ints(seeds, "--seeds"), data=data,
+    cfg = TrainConfig(task=task, encoder=encoder, head=head or "", seeds=seeds, data=data,
                       backbones=backbones, out=out, device=device, max_epochs=max_epochs,
                       max_epochs_in_network=max_epochs_in_network or None, overrides=parse_kv(set_),
                       rerun=rerun)

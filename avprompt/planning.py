@@ -164,7 +164,7 @@ def plan_states(cfg: BenchConfig, plans, ws) -> list[tuple[object, str, str]]:
     from avprompt.results import cell_state
     out = []
     for p in plans:
-        key = cell_key(cfg, p, ws.encoders.name)
+        key = cell_key(cfg, p, ws.backbone_name)
         state, detail = cell_state(cfg.out, key, cell_identity(cfg, p, ws))
         if cfg.rerun and state == "done":
             state, detail = "rerun", "--rerun"

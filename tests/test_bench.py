@@ -38,6 +38,16 @@ def test_cli_sweep_writes_json_table_and_png(tiny_world, tmp_path, monkeypatch):
     assert (sweep / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((sweep / "sweep.json").read_text())["cells_run"] == 3
     assert "| ave-cls" in r.output and "curves:" in r.output
+    # stderr is no terminal here: plain progress lines, a final count, no carriage returns
+    assert "cells: 3/3 cell in" in r.output and "\r" not in r.output
+    # a rerun with nothing to do decides from the files and the backbone spec: no tower is built
+    import avprompt.bench
+    monkeypatch.setattr(avprompt.bench, "_WORKSPACE", None)
+    monkeypatch.setattr("avprompt.encoders.load_encoders", lambda *a, **k: pytest.fail("towers built"))
+    again = CliRunner().invoke(app, ["bench", "--shots", "1", "--methods", "zeroshot-clip,clip-adapter,linear-probe",
+                                     "--modality", "v", "--max-epochs", "2", "--out", str(out), *TINY])
+    assert again.exit_code == 0, again.output
+    assert "(3 already done, 0 to run)" in again.output and "0 cells run" in again.output
     # the report command rebuilds the same table from the files alone
     rep = CliRunner().invoke(app, ["report", str(out / "fewshot"), "--format", "csv"])
     assert rep.exit_code == 0 and "clip-adapter@v" in rep.output

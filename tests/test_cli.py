@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -32,6 +33,28 @@ def test_backbones_list_names_architectures_and_weight_sources():
     r = CliRunner().invoke(app, ["backbones", "list"])
     assert r.exit_code == 0
     assert "avp-vit-synthav" in r.output and "HTSAT-base" in r.output and "ViT-B-32" in r.output
+    assert "tags:  " not in r.output  # architectures without a tag say so, no empty tag list
+
+
+def test_backbones_list_says_what_is_on_disk_and_answers_without_open_clip(tmp_path):
+    """A tag whose repository is in the Hugging Face hub cache is marked on disk; after the first
+    call the list comes from the per-version catalog, without importing open_clip."""
+    from avprompt.encoders.catalog import open_clip_table
+    env = {**os.environ, "AVPROMPT_CACHE": str(tmp_path / "cache"), "HF_HUB_CACHE": str(tmp_path / "hub")}
+    repo = open_clip_table()["ViT-B-32"]["openai"]["hf_hub"].strip("/")
+    snap = tmp_path / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    (snap / "open_clip_model.safetensors").write_bytes(b"x")
+    code = ("import sys; from typer.testing import CliRunner; from avprompt.cli import app\n"
+            "r = CliRunner().invoke(app, ['backbones', 'list']); print(r.output)\n"
+            "print('open_clip imported:', 'open_clip' in sys.modules)")
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout
+            for _ in range(2)]
+    line = next(x for x in outs[1].splitlines() if x.split()[1:2] == ["ViT-B-32"])
+    assert "[on disk: openai]" in line, line
+    assert "[on disk: synthav-clip.safetensors]" in outs[1]
+    assert outs[0].splitlines()[:-1] == outs[1].splitlines()[:-1]  # the cache says what open_clip said
+    assert "open_clip imported: False" in outs[1]
 
 
 def test_unknown_method_pattern_and_unknown_option_are_one_line_errors():
@@ -86,3 +109,22 @@ def test_every_command_help_shows_an_example_and_the_real_defaults():
     line = next(x for x in out.splitlines() if "│ --max-epochs" in x)
     assert f"default: ({ZeroShotConfig().max_epochs})" in line
     assert "--tasks" in out  # the same option name as bench
+
+
+def test_choices_are_typed_in_help_and_a_bad_value_is_one_line(tmp_path):
+    """Enumerated options show their choices in --help (typed, not strings parsed by hand), and
+    a bad value or a bad comma list is one line naming the option, exit code 2."""
+    out = CliRunner().invoke(app, ["bench", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}).output
+    for option, choices in (("--protocol", "<standard|reference>"), ("--modality", "<auto|v|a|av>"),
+                            ("--select", "<val|last>"), ("--audio-pass", "<segment|clip>"), ("--shots", "K,...")):
+        line = next(x for x in out.splitlines() if re.search(rf"│ {option}\s", x))
+        assert choices in line, line
+    for args, needle in ((["bench", "--select", "best"], "'best' is not one of 'val', 'last'"),
+                         (["bench", "--seeds", "1,two"], "'1,two': expected comma-separated integers"),
+                         (["predict", "a.json", "b.mp4", "--format", "xml"], "'xml' is not one of"),
+                         (["train", "--seeds", "x"], "--seeds")):
+        p = subprocess.run([sys.executable, "-m", "avprompt.cli", *args], capture_output=True, text=True,
+                           env={**os.environ, "AVPROMPT_SYNTH_SIZE": "tiny"})
+        assert p.returncode == 2, (args, p.stderr)
+        err = p.stderr.strip()
+        assert needle in err and len(err.splitlines()) == 1 and err.startswith("error: "), err

@@ -107,6 +107,18 @@ def test_identity_of_the_shipped_synthav_towers():
     assert weights_fingerprint("openai") == "open_clip-pretrained:openai"
 
 
+
+def test_identity_from_the_spec_alone_equals_the_built_towers(tiny_encoders, monkeypatch):
+    """A rerun with nothing to do decides from ``spec_identity`` without building the towers: it
+    must say exactly what the built towers say."""
+    from avprompt.encoders import spec_identity
+    from avprompt.engine.workspace import Workspace
+    assert spec_identity("tiny") == tiny_encoders.identity
+    assert spec_identity("synthav", "v") == load_encoders("synthav", modalities="v").identity
+    ws = Workspace(backbones="tiny")
+    monkeypatch.setattr("avprompt.encoders.load_encoders", lambda *a, **k: pytest.fail("towers built"))
+    assert ws.backbone_identity == tiny_encoders.identity and ws.backbone_name == "tiny"
+
 # ----- real CLAP pairings (README's real-weights example) ----------------------------------------
 @pytest.mark.parametrize("arch,other", [("HTSAT-tiny", "HTSAT-base"), ("HTSAT-base", "HTSAT-tiny")])
 def test_laion_style_clap_checkpoint_loads_into_its_own_htsat_only(tmp_path, arch, other):

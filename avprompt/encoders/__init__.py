@@ -31,18 +31,13 @@ class Encoders(nn.Module):
 
     @property
     def identity(self) -> dict:
-        """What these towers are, for results: ``{"name", "arch": {tower: arch}, "weights": {tower:
-        fingerprint}, "fingerprint": "ARCH@FP+ARCH@FP"}`` (fingerprints: ``weights.weights_fingerprint``;
-        files are hashed once per path, size and mtime)."""
-        arch, weights = {}, {}
-        for kind, tower in (("clip", self.vision), ("clap", self.audio)):
-            if tower is None:
-                continue
-            tspec = getattr(self.spec, kind, None)
-            # the spec keeps an open_clip tag that the built tower no longer carries
-            source = tspec.weights if tspec is not None else tower.weights
-            arch[kind] = tower.arch + ("+roberta" if tspec is not None and tspec.text == "roberta" else "")
-            weights[kind] = weights_fingerprint(source, seeded=self.spec is not None)
+        """What these towers are, for results (see ``spec_identity``)."""
+        if self.spec is not None:
+            return spec_identity(self.spec, ("v" if self.vision is not None else "") +
+                                 ("a" if self.audio is not None else ""))
+        arch = {k: t.arch for k, t in (("clip", self.vision), ("clap", self.audio)) if t is not None}
+        weights = {k: weights_fingerprint(t.weights, seeded=False)
+                   for k, t in (("clip", self.vision), ("clap", self.audio)) if t is not None}
         return {"name": self.name, "arch": arch, "weights": weights,
                 "fingerprint": "+".join(f"{arch[k]}@{weights[k]}" for k in arch)}
 
@@ -69,6 +64,23 @@ class Encoders(nn.Module):
         return self.tower(modality).encode(x.flatten(0, 1)).view(b, t, -1)
 
 
+def spec_identity(spec: str | BackboneSpec, modalities: str = "va") -> dict:
+    """What a spec's towers are, without building them (a rerun with nothing to do decides from
+    this alone): ``{"name", "arch": {tower: arch}, "weights": {tower: fingerprint}, "fingerprint":
+    "ARCH@FP+ARCH@FP"}`` (fingerprints: ``weights.weights_fingerprint``; files are hashed once per
+    path, size and mtime). Equal to ``load_encoders(spec).identity``."""
+    spec = BackboneSpec.parse(spec) if isinstance(spec, str) else spec
+    arch, weights = {}, {}
+    for kind, mod in (("clip", "v"), ("clap", "a")):
+        tspec = getattr(spec, kind)
+        if tspec is None or mod not in modalities:
+            continue
+        arch[kind] = tspec.arch + ("+roberta" if tspec.text == "roberta" else "")
+        weights[kind] = weights_fingerprint(tspec.weights, seeded=True)
+    return {"name": spec.name, "arch": arch, "weights": weights,
+            "fingerprint": "+".join(f"{arch[k]}@{weights[k]}" for k in arch)}
+
+
 def load_encoders(spec: str | BackboneSpec = "synthav", modalities: str = "va",
                   short_audio: str = "repeatpad") -> Encoders:
     """Build the frozen towers of ``spec``. Towers without weights get a fixed-seed random
@@ -82,4 +94,5 @@ def load_encoders(spec: str | BackboneSpec = "synthav", modalities: str = "va",
     return Encoders(vision, audio, spec)
 
 
-__all__ = ["AUDIO_PASSES", "BackboneSpec", "Encoders", "TowerSpec", "build_clap", "build_clip", "load_encoders"]
+__all__ = ["AUDIO_PASSES", "BackboneSpec", "Encoders", "TowerSpec", "build_clap", "build_clip", "load_encoders",
+           "spec_identity"]

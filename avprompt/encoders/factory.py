@@ -72,24 +72,6 @@ class BackboneSpec:
         return cls(towers.get("clip"), towers.get("clap"), name.replace("/", "-"))
 
 
-def known_architectures() -> list[dict]:
-    """Rows for ``avprompt backbones list``: architecture, tower, where weights come from."""
-    import open_clip
-
-    rows = [{"tower": "clip", "arch": a, "weights": "avprompt (tests: random)" if "tiny" in a else
-             "shipped: avprompt/assets/synthav-clip.safetensors"} for a in CLIP_ARCHS]
-    rows += [{"tower": "clap", "arch": a, "weights": "avprompt (tests: random)" if "tiny" in a else
-              "shipped: avprompt/assets/synthav-clap.safetensors"} for a in CLAP_ARCHS]
-    rows += [{"tower": "clap", "arch": a, "weights": "local .pt checkpoint (e.g. 630k-audioset-best.pt)"}
-             for a in CLAP_PRESETS]
-    tags = {}
-    for arch, tag in open_clip.list_pretrained():
-        tags.setdefault(arch, []).append(tag)
-    rows += [{"tower": "clip", "arch": a, "weights": "tags: " + ",".join(tags.get(a, [])) + " or local file"}
-             for a in open_clip.list_models()]
-    return rows
-
-
 def build_clip(spec: TowerSpec):
     """open_clip CLIP -> VisionTower."""
     import open_clip

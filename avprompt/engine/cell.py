@@ -187,7 +187,7 @@ def run_cell(ws, plan: CellPlan, progress=None) -> dict:
             "class_names": list(task.class_names), "prompt_names": task.prompt_names,
             "prompt_templates": templates, "split_hash": split.hash, "split_notes": split.notes,
             "n_train": len(train), "n_val": len(val), "n_test": len(test), "bad_media": len(bad),
-            "dataset": ws.data_id, "backbone": ws.encoders.name, "protocol": plan.protocol,
+            "dataset": ws.data_id, "backbone": ws.backbone_name, "protocol": plan.protocol,
             "fitted": fitted, "history": report.history, "best_epoch": report.best_epoch,
             "select": plan.select, "initial_val": report.initial_val,
             **({"did_not_learn": ("the initial state (before any update) scored best on validation "

@@ -11,7 +11,6 @@ bit for bit.
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 
 
@@ -48,9 +47,8 @@ def run_processes(cfg, todo, jobs: int, echo=print) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from tqdm import tqdm
-
     from avprompt.bench import estimate_one
+    from avprompt.progress import progress
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     plans = order_for_workers(todo, estimate_one)
@@ -59,7 +57,7 @@ def run_processes(cfg, todo, jobs: int, echo=print) -> list[dict]:
                                initializer=_init_worker, initargs=(threads,))
     try:
         pending = {pool.submit(_run_one, cfg, p): p for p in plans}
-        with tqdm(total=len(pending), desc=f"cells ({jobs} processes)", unit="cell", file=sys.stderr) as bar:
+        with progress(total=len(pending), desc=f"cells ({jobs} processes)", unit="cell") as bar:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -90,9 +88,9 @@ def run_ray(cfg, todo, echo=print) -> list[dict]:
     remote = ray.remote(num_cpus=1, num_gpus=gpus)(execute_cell)
     try:
         refs = [remote.remote(cfg, p, False) for p in todo]
-        from tqdm import tqdm
+        from avprompt.progress import progress
         out = []
-        with tqdm(total=len(refs), desc="cells (ray)", unit="cell", file=sys.stderr) as bar:
+        with progress(total=len(refs), desc="cells (ray)", unit="cell") as bar:
             pending = list(refs)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)

@@ -102,9 +102,21 @@ class Workspace:
     @property
     def backbone_identity(self) -> dict:
         """Architecture and weights fingerprint of the frozen towers (rebuilt weights = another
-        experiment)."""
-        ident = getattr(self.encoders, "identity", None)
-        return dict(ident) if ident else {"name": self.encoders.name, "spec": self.backbones}
+        experiment). From the spec while the towers are not built, so a rerun with nothing to do
+        never builds them."""
+        if self._encoders is not None:
+            ident = getattr(self._encoders, "identity", None)
+            return dict(ident) if ident else {"name": self._encoders.name, "spec": self.backbones}
+        from avprompt.encoders import spec_identity
+        return spec_identity(self.backbones)
+
+    @property
+    def backbone_name(self) -> str:
+        """The towers' short name (result paths), without building them."""
+        if self._encoders is not None:
+            return self._encoders.name
+        from avprompt.encoders import BackboneSpec
+        return BackboneSpec.parse(self.backbones).name
 
     def media_summary(self, tasks) -> str:
         """One line: clips left out as bad media and clips re-decoded because their file changed."""

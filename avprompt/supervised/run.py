@@ -193,7 +193,7 @@ def run_seed(ws, cfg: TrainConfig, setup: Setup, seed: int, progress=None) -> di
         "metrics": metrics, "model": model, "report": report,
         "predictions": {"clip_ids": src.ids("test"),
                         **{f"video_{k}": v for k, v in per_video.items()}, **src.stored_predictions(preds)},
-        "extra": {"class_names": src.class_names, "dataset": ws.data_id, "backbone": ws.encoders.name,
+        "extra": {"class_names": src.class_names, "dataset": ws.data_id, "backbone": ws.backbone_name,
                   "protocol": "standard", **src.extra(), "unit": src.unit, "history": report.history,
                   "best_epoch": report.best_epoch, "initial_val": report.initial_val,
                   **({"did_not_learn": f"the initial state scored best on validation ({report.initial_val:.1f})"}
