@@ -13,6 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avprompt.atomic import atomic_write_text
 from avprompt.config import apply_overrides, load_config_file
 from avprompt.engine.executors import auto_jobs, run_processes, run_ray, warm_feature_cache
 from avprompt.planning import (EMBEDDED_OVERRIDES, EMBEDDED_SEEDS_IN_NETWORK, cell_identity,  # noqa: F401
@@ -155,12 +156,12 @@ def _workspace(cfg: BenchConfig):
 
 def _epoch_bar():
     """tqdm within a cell: one tick per epoch, showing loss and validation score."""
-    from tqdm import tqdm
+    from avprompt.progress import progress
     state = {}
 
     def update(total, row):
         if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc="  epochs", unit="ep", leave=False, file=sys.stderr)
+            state["bar"] = progress(total=total, desc="  epochs", unit="ep", leave=False)
         bar = state["bar"]
         bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val": f"{row['val']:.1f}"} if "val" in row else {}))
         bar.update(1)
@@ -189,7 +190,7 @@ def execute_cell(cfg: BenchConfig, plan, show_progress: bool = True) -> dict:
                                   result_path, write_predictions, write_result)
 
     ws = _workspace(cfg)
-    key = cell_key(cfg, plan, ws.encoders.name)
+    key = cell_key(cfg, plan, ws.backbone_name)
     path = str(result_path(cfg.out, key))
     try:
         owner = claim_cell(cfg.out, key)
@@ -264,7 +265,7 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
 
     Returns counts and paths. ``cfg.dry_run`` prints the plan and runs nothing.
     """
-    from tqdm import tqdm
+    from avprompt.progress import progress
 
     cfg.validate()
     plans, skipped = plan_sweep(cfg)
@@ -280,10 +281,10 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
     ws = _workspace(cfg)
     for task in cfg.tasks:
         ws.index(task)
-    audio = ws.encoders.audio
-    if cfg.audio_pass == "clip" and audio is not None and audio.clip_samples < 10 * audio.sample_rate:
+    audio = ws.encoders.audio if cfg.audio_pass == "clip" else None  # building towers costs ~10 s
+    if audio is not None and audio.clip_samples < 10 * audio.sample_rate:
         raise ValueError(f"--audio-pass clip: the audio tower's input window is {audio.clip_samples / audio.sample_rate:g} s "
-                         f"({ws.encoders.name}), shorter than a 10 s clip; use --audio-pass segment (the "
+                         f"({ws.backbone_name}), shorter than a 10 s clip; use --audio-pass segment (the "
                          "embedded SynthAV towers were pre-trained on 1 s)")
     states = plan_states(cfg, plans, ws)
     if cfg.dry_run:
@@ -307,7 +308,8 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
     media = ws.media_summary(cfg.tasks) if todo else ""
     if media:
         echo(media)
-    preflight(ws, todo, echo)
+    if todo:
+        preflight(ws, todo, echo)
     t0 = time.perf_counter()
     outcomes = []
     try:
@@ -317,8 +319,8 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
             warm_feature_cache(ws, todo)  # once here, not once per worker
             echo(f"running {len(todo)} cells on {jobs} worker processes (--jobs)")
             outcomes = run_processes(cfg, todo, jobs, echo)
-        else:
-            bar = tqdm(todo, desc="cells", unit="cell", file=sys.stderr)
+        elif todo:
+            bar = progress(todo, desc="cells", unit="cell")
             for p in bar:
                 bar.set_postfix_str(f"{p.task} {p.method}@{p.modality} K={p.shots} s={p.seed}")
                 outcomes.append(execute_cell(cfg, p))
@@ -390,9 +392,7 @@ def write_stamp(cfg: BenchConfig, wall_s: float, ran: int, failed: int) -> None:
     stamp = {"config": {k: v for k, v in dataclasses.asdict(cfg).items()}, "git_commit": git_commit(),
              "versions": versions(), "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "wall_s": round(wall_s, 1), "cells_run": ran, "cells_failed": failed, "argv": sys.argv}
-    tmp = root / ".sweep.json.tmp"
-    tmp.write_text(json.dumps(stamp, indent=2) + "\n")
-    os.replace(tmp, root / "sweep.json")
+    atomic_write_text(root / "sweep.json", json.dumps(stamp, indent=2) + "\n")
 
 
 def summarize_store(cfg: BenchConfig, echo=print) -> dict:
@@ -415,7 +415,7 @@ def summarize_store(cfg: BenchConfig, echo=print) -> dict:
     echo(compact_table(summary))
     plot = Path(cfg.plot) if cfg.plot else root / "curves.png"
     plot_curves(df, plot, summary=summary)
-    summary.to_csv(root / "summary.csv", index=False)
-    (root / "summary.md").write_text(table + "\n")
+    atomic_write_text(root / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(root / "summary.md", table + "\n")
     echo(f"curves: {plot}\nsummary: {root / 'summary.csv'}, {root / 'summary.md'}")
     return {"table": table, "plot": str(plot)}

@@ -165,7 +165,5 @@ def write_html(store: str | Path, out_dir: str | Path, df: pd.DataFrame, records
             f"<style>{_STYLE}</style><script>{_CHECK}</script></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
     path = out_dir / "index.html"
-    tmp_path = out_dir / ".index.html.tmp"
-    tmp_path.write_text(page, encoding="utf-8")
-    tmp_path.replace(path)
-    return path
+    from avprompt.atomic import atomic_write_text
+    return atomic_write_text(path, page)

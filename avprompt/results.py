@@ -46,11 +46,12 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from avprompt.atomic import atomic_write, atomic_write_text
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed")
@@ -300,27 +301,7 @@ def write_result(root: str | os.PathLike, record: dict) -> Path:
     if nulls:
         record["nulls"] = {**record.get("nulls", {}), **nulls}
     text = json.dumps(record, indent=2, sort_keys=False, allow_nan=False) + "\n"
-    return _atomic_write(path, path.stem, lambda f: f.write(text.encode("utf-8")))
-
-
-def _atomic_write(path: Path, stem: str, write) -> Path:
-    """``write(binary file)`` into a temporary ``.<stem>.*.tmp`` beside ``path`` (same filesystem),
-    fsync, then ``os.replace``: readers see the old or the new file, never a mix; a failure leaves
-    no temporary behind."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write_text(path, text, fsync=True)
 
 
 def predictions_path(root: str | os.PathLike, key: CellKey) -> Path:
@@ -333,7 +314,7 @@ def write_predictions(root: str | os.PathLike, key: CellKey, arrays: dict) -> Pa
     import numpy as np
     path = predictions_path(root, key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _atomic_write(path, result_path(root, key).stem, lambda f: np.savez_compressed(f, **arrays))
+    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays), fsync=True)
 
 
 def read_predictions(record_or_path) -> dict | None:

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +43,8 @@ def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:
     import warnings
 
     import torch
-    from tqdm import tqdm
+    from avprompt.atomic import atomic_write
+    from avprompt.progress import progress
 
     from avprompt.bench import (BenchConfig, _workspace, cell_identity, cell_key, check_writable,
                                 echo_grouped_notes, select_methods, summarize_store)
@@ -96,7 +96,7 @@ def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:
                          "reference_changes": [{"method": key.method, **c} for c in rec["reference_changes"]]})
         return rec
 
-    bar = tqdm(methods, desc="zero-shot methods", unit="method", file=sys.stderr)
+    bar = progress(methods, desc="zero-shot methods", unit="method")
     for key in bar:
         cls = get_method(key)
         direct = cls.kind == "zero-shot"
@@ -123,20 +123,17 @@ def run_zeroshot(cfg: ZeroShotConfig, echo=print) -> dict:
                                  "reference_changes": out["extra"].get("reference_changes", [])}
                 return out
             # stored with shots 0 (the store's "no few-shot K"); the identity keeps shots None (all clips)
-            pk = dataclasses.replace(cell_key(bench, dataclasses.replace(plan, shots=0), ws.encoders.name),
+            pk = dataclasses.replace(cell_key(bench, dataclasses.replace(plan, shots=0), ws.backbone_name),
                                      suite="pretrain")
             rec = record(pk, plan, pretrain)
             if rec["status"] != "ok":
                 echo(f"FAILED pre-training {key}@{mod}: {rec['error']}")
                 continue
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt.with_suffix(".pt.tmp")
-            torch.save(state["blob"], tmp)
-            os.replace(tmp, ckpt)
+            atomic_write(ckpt, lambda f: torch.save(state["blob"], f))
         for task in cfg.targets:
             plan = CellPlan(task, key, mod, 0, cfg.seed, checkpoint_in=None if direct else str(ckpt),
                             overrides=dict(cfg.overrides.get(key, {})))
-            k = cell_key(bench, plan, ws.encoders.name)
+            k = cell_key(bench, plan, ws.backbone_name)
             if cell_done(cfg.out, k, cell_identity(bench, plan, ws)):
                 continue
 

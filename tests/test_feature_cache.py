@@ -44,7 +44,7 @@ def test_hit_after_miss_and_same_numbers(tmp_path, tiny_encoders, clips):
     assert disk.stats == {"hits": 2, "misses": 0}
     folder = cache.folder(tiny_encoders, "v", "ave", {"segments": 3})
     assert len(list(folder.glob("*.npy"))) == 4 and (folder / "key.json").is_file()
-    assert not list(folder.glob(".tmp-*"))  # atomic writes leave no temporary files
+    assert not list(folder.glob(".*.tmp"))  # atomic writes leave no temporary files
 
 
 def test_partial_hit_encodes_only_missing(tmp_path, tiny_encoders, clips):

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avprompt.atomic import atomic_write, atomic_write_text
 from avprompt.cell_claims import pid_alive
 from avprompt.data.layout import frame_files, pre_extracted_wave
 from avprompt.data.records import NUM_SEGMENTS, ClipRecord, DatasetIndex
@@ -96,24 +97,17 @@ def media_key(clip: ClipRecord, params: dict, stamp: str | None = None) -> str:
     return f"{stem}-{_sha(os.path.realpath(media))}-{version}"
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(file)`` into a temp file named after this host and pid, then rename into place."""
-    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _tmp_name(path: Path) -> Path:
+    """The temporary names this host and pid, so a stale one (dead writer) can be told from a live one."""
+    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
 
 
 def _save_array(path: Path, arr: np.ndarray) -> None:
-    _atomic_write(path, lambda f: np.save(f, arr))
+    atomic_write(path, lambda f: np.save(f, arr), tmp=_tmp_name(path))
 
 
 def _save_json(path: Path, obj) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+    atomic_write_text(path, json.dumps(obj, indent=1), tmp=_tmp_name(path))
 
 
 @dataclass
@@ -295,7 +289,7 @@ def prepare(index: DatasetIndex, cache_dir: str | Path, image_size: int = 224,
     """Decode every clip of ``index`` once into the cache; returns (and writes) the report."""
     if on_bad_media not in ON_BAD_MEDIA:
         raise ValueError(f"on_bad_media must be fail or skip, got {on_bad_media!r}")
-    from tqdm import tqdm
+    from avprompt.progress import progress as progress_bar
 
     start = time.perf_counter()
     cache = MediaCache.open(cache_dir, index.name, image_size, sample_rate)
@@ -355,7 +349,7 @@ def prepare(index: DatasetIndex, cache_dir: str | Path, image_size: int = 224,
             raise ValueError(f"{job.media}: {res['reason']}; fix or remove the file, or pass "
                              f"--on-bad-media skip to list it in {report_path} and go on")
 
-    bar = tqdm(total=len(todo), desc=f"prepare {index.name}", unit="clip", disable=not progress)
+    bar = progress_bar(total=len(todo), desc=f"prepare {index.name}", unit="clip", disable=not progress)
     try:
         if workers <= 1:
             for key, args in todo:

@@ -27,13 +27,14 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import weakref
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
+
+from avprompt.atomic import atomic_write, atomic_write_text
 
 FORMAT_VERSION = 1
 # module -> (state signature, fingerprint): hashing ViT-B-sized weights takes a fraction of a
@@ -102,15 +103,7 @@ def _hash(info: dict) -> str:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: np.save(fh, array))
 
 
 class FeatureCache:
@@ -185,10 +178,7 @@ class FeatureCache:
                                  f"{len(missing)} requested ids; it must yield exactly the ids it is given")
             folder.mkdir(parents=True, exist_ok=True)
             if not (folder / "key.json").exists():
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-                with os.fdopen(fd, "w") as fh:
-                    json.dump(info, fh, indent=1, sort_keys=True, default=str)
-                os.replace(tmp, folder / "key.json")
+                atomic_write_text(folder / "key.json", json.dumps(info, indent=1, sort_keys=True, default=str))
             for cid, f in zip(missing, feats):
                 _atomic_save(folder / _file_name(cid), f.numpy())
                 found[cid] = f

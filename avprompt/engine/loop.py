@@ -13,7 +13,6 @@ keeps the last epoch (the reference implementations' rule); validation is still 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -53,21 +52,32 @@ def build_optimizer(params: list, cfg) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer={cfg.optimizer!r}: use sgd, adam or adamw")
 
 
-def lr_at(cfg, epoch: int, epochs: int) -> float:
-    """Learning rate for ``epoch`` (0-based): constant warm-up at ``warmup_lr`` (CoOp's recipe),
-    then cosine / multistep (x0.5 at ``milestones``) / constant over the remaining epochs."""
-    if epoch < cfg.warmup_epochs and epochs > cfg.warmup_epochs:
-        return cfg.warmup_lr
+SCHEDULES = ("cosine", "multistep", "constant")
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg, epochs: int):
+    """The per-epoch learning-rate schedule, from ``torch.optim.lr_scheduler`` (stepped once after
+    each epoch): ``warmup_epochs`` at the constant ``warmup_lr`` (CoOp's recipe; only when epochs
+    follow it), then over the remaining epochs cosine annealing from ``lr`` towards 0, x0.5 at
+    each of ``milestones`` (counted from epoch 0), or constant. A param group's ``lr_scale``
+    multiplies its learning rate throughout."""
+    from torch.optim import lr_scheduler as sched
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"schedule={cfg.schedule!r}: use cosine, multistep or constant")
+    for group in opt.param_groups:
+        group["lr"] = group["initial_lr"] = cfg.lr * group.get("lr_scale", 1.0)
+    warm = cfg.warmup_epochs if epochs > cfg.warmup_epochs else 0
     if cfg.schedule == "cosine":
-        span = max(1, epochs - cfg.warmup_epochs)
-        t = min(epoch - cfg.warmup_epochs, span) if epochs > cfg.warmup_epochs else epoch
-        return 0.5 * cfg.lr * (1 + math.cos(math.pi * t / span))
-    if cfg.schedule == "multistep":
+        main = sched.CosineAnnealingLR(opt, T_max=max(1, epochs - warm), eta_min=0.0)
+    elif cfg.schedule == "multistep":
         milestones = getattr(cfg, "milestones", (10, 20, 30))
-        return cfg.lr * 0.5 ** sum(epoch >= m for m in milestones)
-    if cfg.schedule == "constant":
-        return cfg.lr
-    raise ValueError(f"schedule={cfg.schedule!r}: use cosine, multistep or constant")
+        main = sched.MultiStepLR(opt, milestones=[max(0, m - warm) for m in milestones], gamma=0.5)
+    else:
+        main = sched.ConstantLR(opt, factor=1.0, total_iters=0)
+    if not warm:
+        return main
+    warmup = sched.ConstantLR(opt, factor=cfg.warmup_lr / cfg.lr, total_iters=warm)
+    return sched.SequentialLR(opt, [warmup, main], milestones=[warm])
 
 
 def _to(batch: dict, device) -> dict:
@@ -148,6 +158,7 @@ def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Call
         raise ValueError(f"select={select!r}: use val or last")
     report.select = select
     opt = build_optimizer(groups, cfg)
+    schedule = build_scheduler(opt, cfg, epochs)
     model = _ddp(method)
     best_state, since_best = None, 0
     t0 = time.perf_counter()
@@ -157,8 +168,6 @@ def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Call
         best_state = _trainable_state(method)
         report.history.append({"epoch": -1, "loss": float("nan"), "lr": 0.0, "val": report.initial_val})
     for epoch in range(epochs):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, epoch, epochs) * group.get("lr_scale", 1.0)
         method.train()
         method.start_epoch(epoch)
         losses = []
@@ -177,6 +186,7 @@ def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Call
             report.steps += 1
         row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
                "lr": opt.param_groups[0]["lr"]}
+        schedule.step()
         last = epoch == epochs - 1
         if validate is not None and ((epoch + 1) % eval_every == 0 or last):
             row["val"] = val = float(validate())

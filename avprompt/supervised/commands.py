@@ -6,14 +6,14 @@ import dataclasses
 from pathlib import Path
 
 from avprompt.results import FULL_SHOTS as FULL  # a supervised cell trains on the whole training set
-from avprompt.results import _atomic_write
+from avprompt.atomic import atomic_write
 from avprompt.supervised.run import TrainConfig, resolve, run_seed
 
 
 def cell_key(cfg: TrainConfig, setup, ws, seed: int):
     from avprompt.results import CellKey
     return CellKey(suite=cfg.suite, task=setup.task.name, method=f"{setup.head_cls.key}+{cfg.encoder}",
-                   backbones=ws.encoders.name, shots=FULL, seed=seed, data=ws.data_id)
+                   backbones=ws.backbone_name, shots=FULL, seed=seed, data=ws.data_id)
 
 
 def identity(cfg: TrainConfig, setup, ws, seed: int) -> dict:
@@ -66,7 +66,7 @@ def train_supervised(cfg: TrainConfig, echo=print, progress=None) -> list[dict]:
                     "task": {"name": setup.task.name, "level": setup.task.level,
                              "class_names": list(res["extra"]["class_names"]),
                              "num_segments": setup.task.num_segments}}
-            _atomic_write(ckpt, ckpt.stem, lambda f: torch.save(blob, f))
+            atomic_write(ckpt, lambda f: torch.save(blob, f))
             record["checkpoint"] = ckpt.name
         write_result(cfg.out, record)
         out.append({"path": str(path), "status": "ok", "reused": False, "primary": res["metrics"]["primary"]})

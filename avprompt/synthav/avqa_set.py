@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avprompt.atomic import atomic_write_bytes, atomic_write_via
 from avprompt.synthav.avqa_questions import (ANSWERS, INSTRUMENT_NAMES, INSTRUMENTS, SLOT_X, SLOTS,
                                              TYPES, Scene, ask, avqa_rng, constant_floors,
                                              sample_scene, type_string)
@@ -52,9 +53,7 @@ _OWNED = ("json_update", "videos", TRUTH_FILE, META_FILE, "README.txt")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data, tmp=path.with_name(path.name + ".part"))
 
 
 def _sha256(path: Path) -> str:
@@ -94,9 +93,7 @@ def _write_video(job: tuple[str, dict, int]) -> tuple[str, str]:
     """Worker: render and write one video; returns (path, sha256). Top level so it pickles."""
     path, scene, seed = job
     frames, audio = render_scene(Scene.from_json(scene), seed)
-    tmp = Path(path).with_suffix(".part.mp4")
-    write_mp4(tmp, frames, audio)
-    os.replace(tmp, path)
+    atomic_write_via(path, lambda tmp: write_mp4(tmp, frames, audio), tmp=Path(path).with_suffix(".part.mp4"))
     return path, _sha256(Path(path))
 
 

@@ -42,7 +42,6 @@ import csv
 import io
 import json
 import math
-import os
 import shutil
 import wave
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from avprompt.atomic import atomic_write_via
 from avprompt.synthav.render import (COLOUR_RGB, SAMPLE_RATE, Background, ObjectLook, SoundSource,
                                      _grid, _shape_mask, render_audio, render_frame,
                                      sample_background, sample_source)
@@ -279,10 +279,8 @@ def _paths(data: Path, v: AVSVideo) -> tuple[list[Path], list[Path], Path]:
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    write(tmp)
-    os.replace(tmp, path)
+    """``write(tmp)`` then into place; the ``.part`` temporary is what a re-generation sweeps away."""
+    atomic_write_via(path, write, tmp=path.with_name(path.name + ".part"))
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:

@@ -17,6 +17,7 @@ seed) deletes the paths listed above, and only those, and regenerates.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -27,6 +28,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+from avprompt.atomic import atomic_write_text, atomic_write_via
+from avprompt.progress import progress
 from avprompt.synthav import vocab
 from avprompt.synthav.media import FPS, render_clip, write_mp4
 from avprompt.synthav.oracle import TRUTH_FILE, oracle_ceilings
@@ -62,9 +65,7 @@ def _write_clip(job: tuple[str, dict, int]) -> tuple[str, str]:
     path, truth, seed = job
     clip = ClipTruth.from_json(truth)
     frames, audio = render_clip(clip, seed)
-    tmp = Path(path).with_suffix(".part.mp4")
-    write_mp4(tmp, frames, audio)
-    os.replace(tmp, path)
+    atomic_write_via(path, lambda tmp: write_mp4(tmp, frames, audio), tmp=Path(path).with_suffix(".part.mp4"))
     return path, _sha256(Path(path))
 
 
@@ -206,12 +207,14 @@ def generate_world(out: str | Path, size: str = "small", seed: int = 0, workers:
         {"seed": seed, "size": size, "clips": [c.to_json() for c in clips]}, separators=(",", ":")))
 
     jobs = [(str(media_path(out, c)), c.to_json(), seed) for c in clips]
-    if workers <= 1:
-        results = [_write_clip(j) for j in jobs]
-    else:
+    bar = progress(total=len(jobs), desc=f"SynthAV world ({size})", unit="clip")
+    results = []
+    with bar, (ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1
+               else contextlib.nullcontext()) as pool:
         # spawn: safe even when the caller already loaded torch/threads (fork could deadlock)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_write_clip, jobs, chunksize=8))
+        for r in (pool.map(_write_clip, jobs, chunksize=8) if pool else map(_write_clip, jobs)):
+            results.append(r)
+            bar.update(1)
 
     hashes = {os.path.relpath(p, out): h for p, h in results}
     for p in sorted(out.glob("*/*.txt")) + sorted(out.glob("*/*.csv")) + [out / TRUTH_FILE]:
@@ -232,7 +235,5 @@ def generate_world(out: str | Path, size: str = "small", seed: int = 0, workers:
         "files": dict(sorted(hashes.items())),
     }
     (out / "README.md").write_text(_readme(meta))
-    tmp = out / (META_FILE + ".part")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, out / META_FILE)  # last step: marks the world complete
+    atomic_write_text(out / META_FILE, json.dumps(meta, indent=1))  # last step: marks the world complete
     return out

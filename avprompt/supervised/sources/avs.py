@@ -190,9 +190,8 @@ class AVSSource(Source):
                 arrays = None
         if arrays is None:
             arrays = self._read_video(r)
-            from avprompt.results import _atomic_write
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, path.stem, lambda f: np.savez(
+            from avprompt.atomic import atomic_write
+            atomic_write(path, lambda f: np.savez(
                 f, frames=arrays[0], audio=arrays[1], masks=arrays[2], valid=arrays[3]))
         frames, audio, full, valid = arrays
         # one mask size per batch: the first video's (224 x 224 as released)
