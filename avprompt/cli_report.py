@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
 
@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, help="Summarise a results folder into a 
 def report_command(
     dir: Path = typer.Argument(Path("results"), metavar="DIR",
                                help="Folder holding the result JSON files."),
-    format: Literal["md", "csv", "json"] = typer.Option("md", "--format", "-f", help="Table format: md, csv or json."),
+    format: str = typer.Option("md", "--format", "-f", help="Table format: md, csv or json."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also write curves to this PNG."),
     against: Optional[str] = typer.Option(
         None, "--against", help="Put reference numbers beside ours: 'paper' (DG-SCT paper), only "

@@ -49,10 +49,10 @@ def cell_checkpoint(method, backbones_spec: str, identity: dict) -> dict:
 def save_cell_checkpoint(path: str | Path, blob: dict) -> Path:
     import torch
 
-    from avprompt.results import _atomic_write
+    from avprompt.atomic import atomic_write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _atomic_write(path, path.name.removesuffix(CHECKPOINT_SUFFIX), lambda f: torch.save(blob, f))
+    return atomic_write(path, lambda f: torch.save(blob, f))
 
 
 def _missing_hint(p: Path) -> str:

@@ -186,7 +186,8 @@ def train(method, train_batches: Callable[[int], Iterable[dict]], validate: Call
             report.steps += 1
         row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
                "lr": opt.param_groups[0]["lr"]}
-        schedule.step()
+        if epoch < epochs - 1:  # after the last epoch the groups keep the lrs it ran at
+            schedule.step()
         last = epoch == epochs - 1
         if validate is not None and ((epoch + 1) % eval_every == 0 or last):
             row["val"] = val = float(validate())
