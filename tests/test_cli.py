@@ -108,7 +108,7 @@ def test_every_command_help_shows_an_example_and_the_real_defaults():
     out = runner.invoke(app, ["zeroshot", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"}).output
     line = next(x for x in out.splitlines() if "│ --max-epochs" in x)
     assert f"default: ({ZeroShotConfig().max_epochs})" in line
-    assert "--tasks" in out  # the same option name as bench
+    assert "--tasks" in out and "--seeds" in out  # the same option names as bench
 
 
 def test_choices_are_typed_in_help_and_a_bad_value_is_one_line(tmp_path):
