@@ -320,7 +320,7 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
             echo(f"running {len(todo)} cells on {jobs} worker processes (--jobs)")
             outcomes = run_processes(cfg, todo, jobs, echo)
         elif todo:
-            bar = progress(todo, desc="cells", unit="cell")
+            bar = progress(todo, desc="cells", unit="cell", work=[estimate_one(p) for p in todo])
             for p in bar:
                 bar.set_postfix_str(f"{p.task} {p.method}@{p.modality} K={p.shots} s={p.seed}")
                 outcomes.append(execute_cell(cfg, p))

@@ -9,7 +9,8 @@ one final count line when the bar closes::
     cells: 480/480 cell in 31.2 min
 
 Inner bars (``leave=False``, e.g. the epochs of one cell) stay silent in a log: the outer bar says
-enough there.
+enough there. Items of unequal cost (a sweep starts its longest cells first) give ``work``: the
+estimated cost of each, so the share done and the ETA follow the work, not the count.
 """
 from __future__ import annotations
 
@@ -27,8 +28,12 @@ class PlainProgress:
     ``n``, context manager), writing plain lines."""
 
     def __init__(self, iterable=None, total: int | None = None, desc: str = "", unit: str = "it",
-                 leave: bool = True, every: float | None = None, stream=None, clock=time.monotonic):
+                 leave: bool = True, every: float | None = None, stream=None, clock=time.monotonic,
+                 work: list[float] | None = None):
         self.iterable = iterable
+        self.weights = list(work) if work is not None else None
+        self.work_total = float(sum(self.weights)) if self.weights else None
+        self.work_done = 0.0
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
         self.total, self.desc, self.unit, self.leave = total, desc, unit, leave
@@ -43,9 +48,9 @@ class PlainProgress:
     # tqdm interface -------------------------------------------------------------------------
     def __iter__(self):
         try:
-            for item in self.iterable:
+            for i, item in enumerate(self.iterable):
                 yield item
-                self.update(1)
+                self.update(1, work=self.weights[i] if self.weights else None)
         finally:
             self.close()
 
@@ -63,8 +68,10 @@ class PlainProgress:
         items = dict(ordered_dict or {}, **kwargs)
         self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, work: float | None = None) -> None:
+        """``n`` more items done; ``work``: their estimated cost (see ``progress``)."""
         self.n += n
+        self.work_done += float(work or 0.0)
         now = self.clock()
         if self.leave and now - self._last >= self.every and (self.total is None or self.n < self.total):
             self._last = now
@@ -80,7 +87,11 @@ class PlainProgress:
     # lines ----------------------------------------------------------------------------------
     def status_line(self, now: float | None = None) -> str:
         elapsed = (self.clock() if now is None else now) - self.start
-        if self.total:
+        if self.work_total and self.total:
+            share = self.work_done / self.work_total
+            count = f"{self.n}/{self.total} {self.unit} ({100 * share:.0f}% of the estimated work)"
+            eta_s = f", ETA {_minutes(elapsed * (1 - share) / share)}" if share > 0 else ""
+        elif self.total:
             eta = elapsed / self.n * (self.total - self.n) if self.n else float("nan")
             count = f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%)"
             eta_s = f", ETA {_minutes(eta)}" if self.n else ""
@@ -97,15 +108,65 @@ class PlainProgress:
         print(line, file=self.stream, flush=True)
 
 
+class WeightedBar:
+    """tqdm on a terminal for items of unequal cost: the bar and its ETA run over the estimated
+    work; the item count is shown beside it. Same interface as ``PlainProgress``."""
+
+    def __init__(self, iterable, total, desc, unit, leave, stream, work):
+        from tqdm import tqdm
+        self.iterable, self.weights, self.total, self.unit = iterable, list(work), total, unit
+        self.n, self.postfix = 0, ""
+        self.bar = tqdm(total=float(sum(self.weights)), desc=desc, leave=leave, file=stream,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+        self._show()
+
+    def _show(self):
+        self.bar.set_postfix_str(f"{self.n}/{self.total} {self.unit}" + (f", {self.postfix}" if self.postfix else ""))
+
+    def __iter__(self):
+        try:
+            for i, item in enumerate(self.iterable):
+                yield item
+                self.update(1, work=self.weights[i])
+        finally:
+            self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self.postfix = s
+        self._show()
+
+    def update(self, n: int = 1, work: float | None = None) -> None:
+        self.n += n
+        self._show()
+        self.bar.update(float(work or 0.0))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it",
-             leave: bool = True, disable: bool = False, stream=None):
-    """A tqdm bar when ``stream`` (default stderr) is a terminal, else a ``PlainProgress``."""
+             leave: bool = True, disable: bool = False, stream=None, work: list[float] | None = None):
+    """A tqdm bar when ``stream`` (default stderr) is a terminal, else a ``PlainProgress``.
+
+    ``work``: the estimated cost of each item, in the order they are iterated (with an iterable),
+    or given to ``update(n, work=...)`` as items finish; share done and ETA then follow it."""
     stream = stream if stream is not None else sys.stderr
+    if total is None and iterable is not None and hasattr(iterable, "__len__"):
+        total = len(iterable)
     if disable:
         from tqdm import tqdm
         return tqdm(iterable, total=total, disable=True)
     isatty = getattr(stream, "isatty", None)
     if isatty is not None and isatty():
+        if work is not None and sum(work) > 0:
+            return WeightedBar(iterable, total, desc, unit, leave, stream, work)
         from tqdm import tqdm
         return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, file=stream)
-    return PlainProgress(iterable, total=total, desc=desc, unit=unit, leave=leave, stream=stream)
+    return PlainProgress(iterable, total=total, desc=desc, unit=unit, leave=leave, stream=stream, work=work)

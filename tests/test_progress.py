@@ -55,3 +55,25 @@ def test_inner_bars_are_silent_in_a_log_and_close_once():
 def test_progress_is_tqdm_on_a_terminal_and_plain_in_a_file():
     assert isinstance(progress(total=1, stream=_Terminal()), tqdm)
     assert isinstance(progress(total=1, stream=io.StringIO()), PlainProgress)
+
+
+def test_eta_follows_the_estimated_work_when_items_differ_in_cost():
+    """A sweep starts its longest cells first: a count-based ETA would say hours after the first
+    long cell; with each item's estimated cost the share and ETA follow the work."""
+    clock, log = _Clock(), io.StringIO()
+    bar = PlainProgress(total=4, desc="cells", unit="cell", every=0, stream=log, clock=clock, work=[10, 1, 1, 1])
+    clock.t = 100.0
+    bar.update(1, work=10)  # the long cell: 10 of 13 units in 100 s
+    assert log.getvalue().splitlines()[0] == "cells: 1/4 cell (77% of the estimated work), 1.7 min elapsed, ETA 30 s"
+    for _ in range(3):
+        clock.t += 10
+        bar.update(1, work=1)
+    bar.close()
+    assert log.getvalue().splitlines()[-1] == "cells: 4/4 cell in 2.2 min"
+
+
+def test_a_terminal_bar_for_weighted_items_counts_items_and_runs_over_the_work():
+    term = _Terminal()
+    bar = progress(["a", "b", "c"], desc="cells", unit="cell", stream=term, work=[5.0, 1.0, 1.0])
+    assert list(bar) == ["a", "b", "c"]
+    assert bar.n == 3 and bar.bar.n == 7.0 and "3/3 cell" in term.getvalue()

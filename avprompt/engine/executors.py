@@ -57,14 +57,15 @@ def run_processes(cfg, todo, jobs: int, echo=print) -> list[dict]:
                                initializer=_init_worker, initargs=(threads,))
     try:
         pending = {pool.submit(_run_one, cfg, p): p for p in plans}
-        with progress(total=len(pending), desc=f"cells ({jobs} processes)", unit="cell") as bar:
+        with progress(total=len(pending), desc=f"cells ({jobs} processes)", unit="cell",
+                      work=[estimate_one(p) for p in plans]) as bar:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     p = pending.pop(fut)
                     out.append(fut.result())
                     bar.set_postfix_str(f"{p.task} {p.method}@{p.modality} K={p.shots} s={p.seed}")
-                    bar.update(1)
+                    bar.update(1, work=estimate_one(p))
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
