@@ -118,27 +118,59 @@ class BenchConfig:
         return apply_overrides(cfg, given, where="command line") if given else cfg
 
 
-def estimate_one(plan, n_train_per_shot: int = 8) -> float:
-    """Rough CPU seconds of one cell (2 cores, embedded backbones, measured): in-network methods
-    ~0.15 s per clip per epoch (fwd+bwd through both towers) plus evaluation; cached-feature
-    methods ~1.5 s plus ~0.01 s per optimiser step. Used for the printed estimate and to start
-    the longest cells first when cells run in parallel."""
+# Cost of a cell by ``runs_on`` for methods that declare no ``cost_seconds`` (embedded towers,
+# one single-threaded worker; the defaults are the fitted CoOp and DG-SCT-like in-network costs).
+DEFAULT_COST = {"features": (1.0, 2e-4), "network": (30.0, 0.15)}
+# Setup the cells do not include (2 cores, embedded towers, measured on the default sweep):
+# encoding one clip's 10 segments for the feature cache, per modality; the summary per cell.
+ENCODE_S_PER_CLIP = {"v": 0.04, "a": 0.06}
+SUMMARY_S_PER_CELL = 0.04
+
+
+def cost_units(plan, n_train_per_shot: int = 8) -> tuple[type, float]:
+    """(method class, training clip x epoch x lr-candidate count) of one cell: the variable part
+    of its cost (a "fit" method: training clips; zero-shot: 0). ``n_train_per_shot``: classes per task (SynthAV: 8), so K shots ~ 8K clips."""
     from avprompt.registry import get_method
     cls = get_method(plan.method)
+    clips = n_train_per_shot * max(plan.shots or 0, 0)
+    if not cls.trains:  # zero-shot: nothing; fit (closed form, a cache): once over the shots
+        return cls, float(clips if cls.kind == "fit" else 0)
     cfg = cls.default_config()
     epochs = getattr(cfg, "epochs", 10) or 10
     if plan.max_epochs:
         epochs = min(epochs, plan.max_epochs)
-    clips = n_train_per_shot * max(plan.shots or 0, 0)
-    if cls.runs_on == "features":
-        steps = epochs * -(-clips // max(1, getattr(cfg, "batch_size", 32) or 32)) if cls.trains else 0
-        return 1.5 + 0.01 * steps * max(1, len(getattr(cfg, "lr_search", ()) or ()))
-    return 0.15 * clips * epochs + 3 * epochs + 5
+    return cls, float(clips * epochs * max(1, len(getattr(cfg, "lr_search", ()) or ())))
+
+
+def estimate_one(plan, n_train_per_shot: int = 8) -> float:
+    """Rough seconds of one cell in one single-threaded worker (embedded towers): the method's
+    ``cost_seconds`` (fixed + per unit of ``cost_units``). Used for the printed estimate and to
+    start the longest cells first when cells run in parallel."""
+    cls, units = cost_units(plan, n_train_per_shot)
+    fixed, per_unit = cls.cost_seconds or DEFAULT_COST[cls.runs_on]
+    return fixed + per_unit * units
 
 
 def estimate_seconds(plans, n_train_per_shot: int = 8) -> float:
     """Sum of ``estimate_one`` over the plans (one process)."""
     return sum(estimate_one(p, n_train_per_shot) for p in plans)
+
+
+def estimate_setup(ws, todo, n_cells: int) -> dict:
+    """Seconds of the work around the cells: encoding every clip the cached-feature cells read
+    (an upper bound: clips already in the feature cache cost nothing) and the summary."""
+    from avprompt.registry import get_method
+    mods: dict[str, set] = {}
+    for p in todo:
+        if get_method(p.method).runs_on == "features":
+            mods.setdefault(p.task, set()).update(m for m in ("v", "a") if m in p.modality)
+    datasets: dict[str, tuple[int, set]] = {}
+    for task, ms in mods.items():  # tasks on one dataset (ave, ave-cls) share its clips
+        index = ws.index(task)
+        n, seen = datasets.get(index.name, (len(index.records), set()))
+        datasets[index.name] = (n, seen | ms)
+    encode = sum(n * ENCODE_S_PER_CLIP[m] for n, ms in datasets.values() for m in ms)
+    return {"encode_s": encode, "summary_s": SUMMARY_S_PER_CELL * n_cells}
 
 
 _WORKSPACE = None
@@ -267,6 +299,7 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
     """
     from avprompt.progress import progress
 
+    t_setup = time.perf_counter()
     cfg.validate()
     plans, skipped = plan_sweep(cfg)
     if not plans:
@@ -299,10 +332,18 @@ def run_bench(cfg: BenchConfig, echo=print) -> dict:
     # auto: worker processes pay ~15 s of start-up each, so only sweeps of minutes use them
     jobs = cfg.jobs or (auto_jobs(cfg.device if cfg.device != "auto" else ws.device.type) if est > 120 else 1)
     est /= jobs if cfg.executor == "local" and len(todo) > 1 else 1
+    setup = estimate_setup(ws, todo, len(plans)) if todo else {"encode_s": 0.0, "summary_s": 0.0}
+    so_far = time.perf_counter() - t_setup
     echo(f"sweep {cfg.suite}: {len(plans)} cells ({len(plans) - len(todo)} already done, {len(todo)} to run), "
          f"tasks {','.join(cfg.tasks)}, shots {','.join(map(str, cfg.shots))}, seeds {','.join(map(str, cfg.seeds))}"
          f"{'' if not cfg.seeds_in_network else ' (in-network: ' + ','.join(map(str, cfg.seeds_in_network)) + ')'}, "
-         f"data {cfg.data}, backbones {cfg.backbones}; estimated {est / 60:.1f} min on CPU")
+         f"data {cfg.data}, backbones {cfg.backbones}")
+    if todo:
+        total = so_far + setup["encode_s"] + est + setup["summary_s"]
+        echo(f"estimated {total / 60:.1f} min on CPU: setup so far {so_far / 60:.1f} (data, world generation), "
+             f"feature encoding <= {setup['encode_s'] / 60:.1f} (0 for clips already cached), "
+             f"cells {est / 60:.1f} on {jobs if cfg.executor == 'local' else 'Ray'} "
+             f"worker{'s' if jobs > 1 or cfg.executor != 'local' else ''}, summary {setup['summary_s'] / 60:.1f}")
     for key, why in skipped:
         echo(f"skipped {key}: {why}")
     media = ws.media_summary(cfg.tasks) if todo else ""

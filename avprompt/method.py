@@ -115,6 +115,11 @@ class Method(nn.Module):
     kind: ClassVar[str] = "train"
     #: One of ``RUNS_ON``: "features" (frozen-feature cache) or "network" (encoders every step).
     runs_on: ClassVar[str] = "network"
+    #: Rough cost of one cell on the embedded towers in one single-threaded worker: (seconds per
+    #: cell, seconds per training clip x epoch x learning-rate candidate), fitted on a sweep by
+    #: ``benchmarks/sweep_profile.py --fit``. Only the printed time estimate and the longest-first
+    #: order of cells read it; None: a default by ``runs_on``.
+    cost_seconds: ClassVar[tuple[float, float] | None] = None
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

@@ -33,6 +33,7 @@ class ZeroShotBase(Method):
     config_class = ZeroShotConfig
     kind = "zero-shot"
     runs_on = "features"
+    cost_seconds = (0.05, 0.0)  # zero-shot: text features and one pass over cached test features
 
     def __init__(self, encoders, task, config):
         super().__init__(encoders, task, config)

@@ -23,29 +23,14 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-class PlainProgress:
-    """The subset of tqdm's interface the commands use (iterate, update, set_postfix[_str], close,
-    ``n``, context manager), writing plain lines."""
+class _Bar:
+    """What both bars share: iteration (one ``update`` per item, with its ``work`` weight), the
+    context manager and the postfix. Subclasses implement ``update``, ``close`` and ``_show``."""
 
-    def __init__(self, iterable=None, total: int | None = None, desc: str = "", unit: str = "it",
-                 leave: bool = True, every: float | None = None, stream=None, clock=time.monotonic,
-                 work: list[float] | None = None):
-        self.iterable = iterable
-        self.weights = list(work) if work is not None else None
-        self.work_total = float(sum(self.weights)) if self.weights else None
-        self.work_done = 0.0
-        if total is None and iterable is not None and hasattr(iterable, "__len__"):
-            total = len(iterable)
-        self.total, self.desc, self.unit, self.leave = total, desc, unit, leave
-        self.every = float(os.environ.get("AVPROMPT_PROGRESS_EVERY", 30)) if every is None else every
-        self.stream = stream if stream is not None else sys.stderr
-        self.clock = clock
-        self.n = 0
-        self.postfix = ""
-        self.start = self._last = clock()
-        self.closed = False
+    iterable = None
+    weights: list[float] | None = None
+    postfix = ""
 
-    # tqdm interface -------------------------------------------------------------------------
     def __iter__(self):
         try:
             for i, item in enumerate(self.iterable):
@@ -63,10 +48,36 @@ class PlainProgress:
 
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
         self.postfix = s
+        self._show()
 
     def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
         items = dict(ordered_dict or {}, **kwargs)
-        self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
+        self.set_postfix_str(", ".join(f"{k}={v}" for k, v in items.items()))
+
+    def _show(self) -> None:
+        pass
+
+
+class PlainProgress(_Bar):
+    """The subset of tqdm's interface the commands use (iterate, update, set_postfix[_str], close,
+    ``n``, context manager), writing plain lines."""
+
+    def __init__(self, iterable=None, total: int | None = None, desc: str = "", unit: str = "it",
+                 leave: bool = True, every: float | None = None, stream=None, clock=time.monotonic,
+                 work: list[float] | None = None):
+        self.iterable = iterable
+        self.weights = list(work) if work is not None else None
+        self.work_total = float(sum(self.weights)) if self.weights else None
+        self.work_done = 0.0
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total, self.desc, self.unit, self.leave = total, desc, unit, leave
+        self.every = float(os.environ.get("AVPROMPT_PROGRESS_EVERY", 30)) if every is None else every
+        self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock
+        self.n = 0
+        self.start = self._last = clock()
+        self.closed = False
 
     def update(self, n: int = 1, work: float | None = None) -> None:
         """``n`` more items done; ``work``: their estimated cost (see ``progress``)."""
@@ -108,39 +119,20 @@ class PlainProgress:
         print(line, file=self.stream, flush=True)
 
 
-class WeightedBar:
+class WeightedBar(_Bar):
     """tqdm on a terminal for items of unequal cost: the bar and its ETA run over the estimated
     work; the item count is shown beside it. Same interface as ``PlainProgress``."""
 
     def __init__(self, iterable, total, desc, unit, leave, stream, work):
         from tqdm import tqdm
         self.iterable, self.weights, self.total, self.unit = iterable, list(work), total, unit
-        self.n, self.postfix = 0, ""
+        self.n = 0
         self.bar = tqdm(total=float(sum(self.weights)), desc=desc, leave=leave, file=stream,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
         self._show()
 
     def _show(self):
         self.bar.set_postfix_str(f"{self.n}/{self.total} {self.unit}" + (f", {self.postfix}" if self.postfix else ""))
-
-    def __iter__(self):
-        try:
-            for i, item in enumerate(self.iterable):
-                yield item
-                self.update(1, work=self.weights[i])
-        finally:
-            self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
-        self.postfix = s
-        self._show()
 
     def update(self, n: int = 1, work: float | None = None) -> None:
         self.n += n

@@ -68,6 +68,7 @@ class CoCoOp(Method):
     supported_modalities = ("v", "a", "av")
     kind = "train"
     runs_on = "features"
+    cost_seconds = (7.1, 0.084)  # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit)
 
     def __init__(self, encoders, task, config: CoCoOpConfig):
         super().__init__(encoders, task, config)

@@ -184,3 +184,88 @@ def test_auto_jobs_and_longest_cells_first():
              CellPlan("ave", "dg-sct", "av", 16, 1, max_epochs=4)]
     order = order_for_workers(plans, estimate_one)
     assert [(p.method, p.shots) for p in order] == [("dg-sct", 16), ("dg-sct", 1), ("linear-probe", 16)]
+
+
+def test_estimate_follows_each_methods_cost_and_the_setup_is_counted():
+    """The printed estimate adds the setup already spent, feature encoding, cells and summary;
+    a cell's cost is its method's declared (fixed, per clip x epoch x lr candidate)."""
+    import argparse
+
+    from avprompt.bench import cost_units, estimate_one, estimate_setup
+    from avprompt.registry import get_method
+
+    def plan(method, shots, max_epochs=50):
+        return argparse.Namespace(method=method, shots=shots, max_epochs=max_epochs)
+
+    cls, units = cost_units(plan("clip-adapter", 2))
+    assert units == 8 * 2 * 50 * len(cls.default_config().lr_search)  # 3 lr candidates
+    fixed, per = get_method("clip-adapter").cost_seconds
+    assert estimate_one(plan("clip-adapter", 2)) == pytest.approx(fixed + per * units)
+    assert cost_units(plan("zeroshot-clip", 0))[1] == 0 and cost_units(plan("linear-probe", 4))[1] == 32
+    # CoCoOp's per-step text pass makes it dearer than CoOp at the same shots (the fitted costs)
+    assert estimate_one(plan("cocoop", 16)) > 5 * estimate_one(plan("coop", 16))
+
+    class WS:  # two tasks on one dataset share its clips: encoded once per modality
+        def index(self, task):
+            return argparse.Namespace(name="AVE", records=[0] * 100)
+    todo = [argparse.Namespace(method="coop", task=t, modality=m, shots=1) for t in ("ave", "ave-cls")
+            for m in ("v", "a")] + [argparse.Namespace(method="dg-sct", task="ave", modality="av", shots=1)]
+    from avprompt.bench import ENCODE_S_PER_CLIP, SUMMARY_S_PER_CELL
+    setup = estimate_setup(WS(), todo, n_cells=10)
+    assert setup["encode_s"] == pytest.approx(100 * (ENCODE_S_PER_CLIP["v"] + ENCODE_S_PER_CLIP["a"]))
+    assert setup["summary_s"] == pytest.approx(10 * SUMMARY_S_PER_CELL)
+
+
+def test_sweep_profile_fits_cost_seconds_from_a_store(tmp_path):
+    """benchmarks/sweep_profile.py --fit recovers (fixed, per unit) from cells' wall times."""
+    import importlib.util
+    import sys
+
+    from avprompt.bench import cost_units
+    spec = importlib.util.spec_from_file_location("sweep_profile", Path(__file__).parents[1] / "benchmarks" / "sweep_profile.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["sweep_profile"] = mod
+    spec.loader.exec_module(mod)
+    import argparse
+    for shots in (1, 2, 4, 8, 16):
+        units = cost_units(argparse.Namespace(method="coop", shots=shots, max_epochs=50))[1]
+        rec = {"status": "ok", "key": {"method": "coop", "shots": shots}, "config": {"epochs": 50},
+               "timings": {"wall_s": 2.0 + 0.001 * units}}
+        (tmp_path / f"s{shots}").mkdir()
+        (tmp_path / f"s{shots}" / "seed1.json").write_text(json.dumps(rec))
+    fixed, per, n, err = mod.fit_costs(tmp_path)["coop"]
+    assert (n, fixed, per, err) == (5, pytest.approx(2.0, abs=0.01), pytest.approx(0.001), 0.0)
+
+
+def test_a_worker_ends_when_the_sweep_process_is_killed(tmp_path):
+    """A sweep killed by SIGKILL runs no clean-up: its workers watch for it and exit."""
+    import subprocess
+    import sys
+    import time
+    code = f"""
+import multiprocessing as mp, os, sys, time
+from avprompt.engine.executors import _exit_with_parent
+def child(parent, path):
+    _exit_with_parent(parent, every=0.1)
+    open(path, "w").write(str(os.getpid()))
+    time.sleep(60)
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=child, args=(os.getpid(), {str(tmp_path / 'pid')!r}))
+    p.start()
+    while not os.path.exists({str(tmp_path / 'pid')!r}):
+        time.sleep(0.05)
+    os._exit(0)  # like SIGKILL: no join, no clean-up
+"""
+    script = tmp_path / "sweep.py"  # spawn re-imports the main module: a file, not -c
+    script.write_text(code)
+    subprocess.run([sys.executable, str(script)], check=True, timeout=60)
+    pid = int((tmp_path / "pid").read_text())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    raise AssertionError("the worker outlived its parent by 20 s")

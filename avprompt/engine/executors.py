@@ -11,6 +11,7 @@ bit for bit.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 
 
@@ -28,10 +29,27 @@ def order_for_workers(plans, estimate) -> list:
     return sorted(plans, key=lambda p: -estimate(p))
 
 
-def _init_worker(threads: int) -> None:
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """Watch (in a daemon thread) for the sweep's process to be gone, and then end this worker:
+    a sweep killed by a signal (SIGTERM, SIGKILL) runs no clean-up, and its workers would go on
+    running queued cells. A cell cut short leaves no result (results are written atomically) and
+    its claim names a dead process, so the next sweep takes it over."""
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(every)
+            if os.getppid() != parent:
+                os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
     import torch
     torch.set_num_threads(threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if parent is not None:
+        _exit_with_parent(parent)
 
 
 def _run_one(cfg, plan):
@@ -54,7 +72,7 @@ def run_processes(cfg, todo, jobs: int, echo=print) -> list[dict]:
     plans = order_for_workers(todo, estimate_one)
     out = []
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                               initializer=_init_worker, initargs=(threads,))
+                               initializer=_init_worker, initargs=(threads, os.getpid()))
     try:
         pending = {pool.submit(_run_one, cfg, p): p for p in plans}
         with progress(total=len(pending), desc=f"cells ({jobs} processes)", unit="cell",
