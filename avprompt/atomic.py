@@ -11,6 +11,18 @@ from pathlib import Path
 from typing import Callable
 
 
+def _file_mode(path: Path) -> int:
+    """The mode ``open(path, "w")`` would give: the existing file's, else 0o666 minus the umask
+    (``mkstemp`` makes its files 0o600, which would leave a shared results store unreadable to
+    everyone else)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write_via(path: str | os.PathLike, write: Callable[[Path], object], *, fsync: bool = False,
                      tmp: str | os.PathLike | None = None) -> Path:
     """``write(tmp_path)`` creates the file at a temporary path, which then replaces ``path``.
@@ -30,6 +42,7 @@ def atomic_write_via(path: str | os.PathLike, write: Callable[[Path], object], *
         if fsync:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -168,3 +168,21 @@ def test_stored_predictions_keep_large_logits_exact():
     kept = per_video_predictions(task, big, records)["logits"]
     assert kept.dtype == np.float32 and np.isfinite(kept).all()
     assert list(np.argsort(kept[:, 0])) == [2, 0, 1]
+
+
+def test_atomic_writes_get_the_modes_a_plain_write_would(tmp_path):
+    """A temporary file is 0600; the written file gets 0666 minus the umask (a results store others
+    can read), and a replaced file keeps its own mode."""
+    import os
+    import stat
+
+    from avprompt.atomic import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        new = atomic_write_text(tmp_path / "a.json", "{}")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644
+        new.chmod(0o640)
+        atomic_write_text(new, "{} ")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o640 and new.read_text() == "{} "
+    finally:
+        os.umask(old)
