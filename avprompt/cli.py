@@ -109,7 +109,11 @@ def backbones_list(all_open_clip: bool = typer.Option(False, "--all", help="also
 def backbones_build(world: str = typer.Option("synthav", "--world", help="the world to pre-train on (synthav)"),
                     out: Optional[str] = typer.Option(None, "--out", help="output folder (default: the package's assets)"),
                     seed: int = typer.Option(0, "--seed"),
-                    quick: bool = typer.Option(False, "--quick", help="a reduced build (minutes), for checks")):
+                    quick: bool = typer.Option(False, "--quick", help="a reduced build (minutes), for checks"),
+                    minutes: float = typer.Option(14.0, "--minutes", help="wall-time guard for the whole build"),
+                    towers: list[str] = typer.Option(["clip", "clap"], "--towers", parser=lambda v: v,
+                                                     metavar="clip,clap",
+                                                     help="towers to (re)build; the others are kept from --out")):
     """Pre-train the embedded CLIP/CLAP backbones on the SynthAV caption corpus.
 
     Example: avprompt backbones build --out /tmp/backbones --quick
@@ -117,8 +121,18 @@ def backbones_build(world: str = typer.Option("synthav", "--world", help="the wo
     if world != "synthav":
         fail(f"--world {world!r}: only synthav is supported")
     from avprompt.synthav.backbones import ASSETS, build_backbones
-    manifest = build_backbones(out or ASSETS, seed=seed, quick=quick)
-    typer.echo(f"backbones written to {out or ASSETS}; zero-shot: {manifest.get('zero_shot', '')}")
+    names = tuple(t.strip() for v in towers for t in v.split(",") if t.strip())
+    try:
+        manifest = build_backbones(out or ASSETS, minutes, seed=seed, quick=quick, towers=names,
+                                   log=lambda s: typer.echo(s))
+    except ValueError as e:
+        fail(str(e))
+    for kind, t in manifest["towers"].items():
+        zs = t["zero_shot"]
+        typer.echo(f"{kind}: zero-shot held-out pairs {zs['heldout']['accuracy']['mean']:.3f}, AVE names "
+                   f"{zs['ave']['accuracy']['mean']:.3f}, LLP names {zs['llp']['accuracy']['mean']:.3f} "
+                   f"(chance {zs['ave']['chance']:.3f})")
+    typer.echo(f"backbones written to {out or ASSETS}")
 
 
 def _mount_optional_groups():

@@ -98,6 +98,32 @@ def test_training_is_reproducible_for_a_seed():
         states.append(tower.model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
+def test_timbre_items_are_never_at_a_named_pitch_and_are_captioned_by_timbre_alone():
+    """The audio tower's extra corpus shows every timbre across the pitch range but never inside a
+    named pitch band, so no held-out (pitch, timbre) pair is ever heard in pre-training."""
+    from avprompt.synthav.corpus import timbre_corpus
+    from avprompt.synthav.pretrain import add_timbre_items
+    from avprompt.synthav.render import PITCH_HZ
+    from avprompt.synthav.vocab import TIMBRES
+
+    t = timbre_corpus(70, seed=3, sample_rate=8000)
+    assert t["audio"].shape == (70, 8000) and np.abs(t["audio"]).max() <= 1
+    f0 = np.array([a["f0"] for a in t["attributes"]])
+    for hz in PITCH_HZ.values():  # the named bands (+-4 % jitter) with a margin
+        assert not ((f0 > hz / 1.2) & (f0 < hz * 1.2)).any()
+    assert f0.min() < 200 and f0.max() > 1000  # below, between and above the named pitches
+    assert [a["timbre"] for a in t["attributes"]].count("chime") == 10 and {a["pitch"] for a in t["attributes"]} == {""}
+    assert np.array_equal(timbre_corpus(70, seed=3, sample_rate=8000)["audio"], t["audio"])
+    data = add_timbre_items(tower_data(caption_corpus(5, 0, 16, 8000), "a", None), t)
+    assert data.inputs.shape == (75, 8000) and data.pairs[5:] == [("", a["timbre"]) for a in t["attributes"]]
+    caps, named = make_captions(data.pairs, data.other, np.random.default_rng(0), "a", 0.5, 0.3)
+    assert all(m == (p[1],) and p[1] in c and not any(w in c for w in ("low", "mid", "high"))
+               for c, m, p in zip(caps[5:], named[5:], data.pairs[5:]))
+    # a caption naming a pitch never counts an unnamed-pitch item as its positive
+    pos = positives([("", "chime"), ("low", "chime")], [("low", "chime"), ("chime",)])
+    assert pos.tolist() == [[0, 1], [1, 1]]
+    assert set(TIMBRES) == {a["timbre"] for a in t["attributes"]}
+
 
 @pytest.fixture(scope="module")
 def mini_build(tmp_path_factory):
@@ -150,3 +176,21 @@ def test_shipped_backbones_load_and_fit_the_size_limit():
     for kind, tower in (("clip", enc.vision), ("clap", enc.audio)):
         assert manifest["towers"][kind]["arch"] == tower.arch
         assert float(tower.logit_scale) == pytest.approx(manifest["towers"][kind]["logit_scale"], rel=1e-2)
+
+
+def test_rebuilding_one_tower_keeps_the_other(mini_build, tmp_path):
+    """--towers clap retrains the audio tower only: the image tower's file and manifest entry stay,
+    each entry naming the command that built it; without an earlier build there it is one error."""
+    import shutil
+    out, manifest = mini_build
+    shutil.copytree(out, tmp_path / "b")
+    clip_bytes = (tmp_path / "b" / FILES["clip"]).read_bytes()
+    new = build_backbones(tmp_path / "b", minutes_budget=5, seed=2, quick=True, log=lambda s: None,
+                          plan=MINI, towers=("clap",))
+    assert (tmp_path / "b" / FILES["clip"]).read_bytes() == clip_bytes
+    assert new["towers"]["clip"]["train"] == manifest["towers"]["clip"]["train"]
+    assert "--towers clap" in new["towers"]["clap"]["command"] and "--towers" not in new["towers"]["clip"]["command"]
+    assert new["corpus"]["timbre_items"] == MINI.timbre_items > 0
+    assert (tmp_path / "b" / FILES["clap"]).read_bytes() != (out / FILES["clap"]).read_bytes()
+    with pytest.raises(ValueError, match="build both towers first"):
+        build_backbones(tmp_path / "empty", quick=True, plan=MINI, towers=("clip",), log=lambda s: None)

@@ -65,6 +65,14 @@ def tower_data(corpus: dict, modality: str, tower) -> TowerData:
     return TowerData(torch.from_numpy(corpus["audio"]).float(), aud, vis)
 
 
+def add_timbre_items(data: TowerData, timbre: dict) -> TowerData:
+    """Audio tower data plus the sounds of ``timbre_corpus`` (pitch word "": unnamed), whose
+    captions can only name their timbre (see ``make_captions``)."""
+    pairs = [("", a["timbre"]) for a in timbre["attributes"]]
+    return TowerData(torch.cat([data.inputs, torch.from_numpy(timbre["audio"]).float()]),
+                     data.pairs + pairs, data.other + [("", "")] * len(pairs))
+
+
 def make_captions(pairs, other, rng: np.random.Generator, modality: str, full_name_prob: float,
                   word_prob: float = 0.0) -> tuple[list[str], list[tuple[str, ...]]]:
     """One random caption per item and the own-modality words it names.
@@ -72,14 +80,18 @@ def make_captions(pairs, other, rng: np.random.Generator, modality: str, full_na
     A template around the item's two words; with ``full_name_prob`` all four words (class-name
     form), with ``word_prob`` only one of its two words ("a photo of a red."): such captions match
     every item sharing that word, which teaches the text tower single words, the basis of zero-shot
-    transfer to unseen combinations.
+    transfer to unseen combinations. An item with an empty (unnamed) word is always captioned by
+    its other word alone.
     """
     templates = IMAGE_TEMPLATES if modality == "v" else AUDIO_TEMPLATES
     caps, named = [], []
     for own, oth in zip(pairs, other):
         words, mention = " ".join(own), tuple(own)
         r = rng.random()
-        if r < word_prob:
+        if "" in own:  # unnamed attribute: only the named word can be said
+            mention = tuple(w for w in own if w)
+            words = " ".join(mention)
+        elif r < word_prob:
             mention = (own[int(rng.integers(2))],)
             words = mention[0]
         elif r < word_prob + full_name_prob:
