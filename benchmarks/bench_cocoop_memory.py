@@ -54,7 +54,7 @@ def run_variant(args) -> dict:
         chunk, ckpt = {"cocoop-loop": (1, False), "cocoop-batched": (0, False),
                        "cocoop-chunked": (args.chunk, True)}[args.variant]
         cls = get_method("cocoop")
-        method = cls(encoders, task, cls.default_config(chunk_size=chunk, checkpoint=ckpt))
+        method = cls(encoders, task, cls.default_config(chunk_size=chunk, checkpoint=ckpt, checkpoint_min_params=0))
     method.to(device).train()
     g = torch.Generator().manual_seed(0)
     b, t = args.batch, args.segments

@@ -116,7 +116,8 @@ def test_cocoop_meta_net_and_batched_text(tiny_encoders, batch_factory):
     grad = method.prompt_learners["v"].ctx.grad.clone()
     # chunked + checkpointed passes give the same features and the same gradients
     method.zero_grad()
-    method.config.chunk_size, method.config.checkpoint = 4, True
+    method.config.chunk_size = 4
+    method.checkpointed["v"] = True
     chunked = method.conditioned_text("v", feats)
     assert torch.allclose(chunked, full, atol=1e-5)
     chunked.sum().backward()
@@ -124,6 +125,9 @@ def test_cocoop_meta_net_and_batched_text(tiny_encoders, batch_factory):
     # a per-sample loop (the reference's way) gives the same features
     loop = torch.cat([method.conditioned_text("v", feats[i:i + 1]) for i in range(6)])
     assert torch.allclose(loop, full, atol=1e-5)
+    # checkpointing only pays for a large text tower: off on the tiny one unless asked for
+    assert make("cocoop", tiny_encoders, modality="v").checkpointed == {"v": False}
+    assert make("cocoop", tiny_encoders, modality="v", checkpoint_min_params=0).checkpointed == {"v": True}
     video = make("cocoop", tiny_encoders, modality="v", condition="video")
     assert video(batch_factory(tiny_encoders, SEG)).shape == (2, 3, SEG.num_outputs)
 

@@ -36,7 +36,7 @@ from avprompt.synthav.oracle import TRUTH_FILE, oracle_ceilings
 from avprompt.synthav.render import IMAGE_SIZE, SAMPLE_RATE
 from avprompt.synthav.scenes import KINDS, SIZES, T, ClipTruth, sample_truth
 
-FORMAT_VERSION = 4  # 4: larger small-world val/test, single-label LLP training clips per class
+FORMAT_VERSION = 5  # 4: larger small-world val/test, single-label LLP clips per class; 5: test x3 / x1.6
 META_FILE = "synthav.json"
 _OWNED = ("ave", "llp", "vggsound40k", TRUTH_FILE, META_FILE, "README.md")
 _MEDIA_DIR = {"ave": "ave/AVE", "llp": "llp/LLP_dataset/video", "vggsound40k": "vggsound40k/video"}
