@@ -73,7 +73,7 @@ class CoCoOp(Method):
     runs_on = "features"
     # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit, checkpointing on; its text pass
     # measured 2.1x faster since the small towers skip checkpointing: per unit 0.084 x 0.55)
-    cost_seconds = (7.1, 0.046)
+    cost_seconds = (10.97, 0.036)  # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit)
 
     def __init__(self, encoders, task, config: CoCoOpConfig):
         super().__init__(encoders, task, config)

@@ -72,6 +72,18 @@ def test_zeroshot_transfers_dgsct_modules(tiny_world, tmp_path, monkeypatch):
     assert all(torch.equal(own[k], blob["state"][k]) for k in moved)
 
 
+def test_transfer_carries_architecture_changes_but_not_optimiser_values():
+    """Pre-training shrank n_ctx (the learned context's shape) and rescaled CoCoOp's lr; the target
+    is built with the shrunk n_ctx and its own reference lr, so its record never shows an lr
+    scaled twice for a cell that does not train."""
+    from avprompt.engine.cell import transfer_overrides
+    blob = {"effective_config": {"n_ctx": 8, "lr": 0.013425, "batch_size": 4},
+            "reference_changes": [{"field": "n_ctx", "reference": 16, "used": 8},
+                                  {"field": "lr", "reference": 0.002, "used": 0.013425},
+                                  {"field": "batch_size", "reference": 8, "used": 4}]}
+    assert transfer_overrides(blob) == {"n_ctx": 8}
+
+
 def test_transfer_that_loads_nothing_fails(tiny_world):
     from avprompt.data.datasets import load_dataset
     from avprompt.data.tasks import task_spec

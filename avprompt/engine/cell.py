@@ -286,13 +286,19 @@ def transfer_config(cls, user: dict, checkpoint: dict) -> tuple[dict, dict]:
     return {**carried, **user, **transfer_overrides(checkpoint)}, carried
 
 
+# Optimiser values a pre-training may have changed (CoCoOp's lr by the logit scale, a batch cut to
+# the training set): a transfer target never trains, so they are not carried. Carried, they were
+# recorded as the target's reference and rescaled again (lr 0.002 -> 0.0134 -> 0.090 in the record).
+TRAINING_FIELDS = frozenset({"lr", "batch_size", "epochs", "warmup_epochs", "weight_decay", "momentum"})
+
+
 def transfer_overrides(checkpoint: dict) -> dict:
     """Architecture values pre-training changed from the reference (e.g. a context length shrunk
     to fit the pre-training class names): the target method is built with the same values, so the
-    learned tensors fit."""
+    learned tensors fit. Optimiser values (``TRAINING_FIELDS``) stay the target's own."""
     out = {}
     for c in checkpoint.get("reference_changes") or []:
-        if "field" not in c:
+        if "field" not in c or c["field"] in TRAINING_FIELDS:
             continue
         used = (checkpoint.get("effective_config") or {}).get(c["field"], c["used"])
         if isinstance(used, dict):  # branches ran with different values: the config takes one
