@@ -5,6 +5,7 @@ media and the catalogs all write through here).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -68,3 +69,26 @@ def atomic_write_text(path: str | os.PathLike, text: str, **kw) -> Path:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, **kw) -> Path:
     return atomic_write(path, lambda f: f.write(data), **kw)
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | os.PathLike):
+    """Hold an exclusive inter-process lock for work that builds ``folder`` (first-use generation).
+
+    The lock file sits beside the folder (``.<name>.lock``), so a generator that deletes and
+    rebuilds the folder keeps it. A second process blocks until the first is done; callers then
+    re-check their done-marker, so the set is generated once. Without ``fcntl`` (Windows) this
+    is a no-op."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(folder.parent / f".{folder.name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -213,3 +213,41 @@ def test_bad_arguments(tmp_path: Path) -> None:
         generate_avs(tmp_path, "s5", "tiny")
     with pytest.raises(ValueError, match="size"):
         generate_avs(tmp_path, "s4", "huge")
+
+
+def _generate_in_child(kind: str, out: str, ready) -> None:
+    from avprompt.synthav.avqa_set import generate_avqa
+    from avprompt.synthav.world import generate_world
+    ready.set()  # imports done: the generator starts now
+    if kind == "avs":
+        generate_avs(out, "ms3", "tiny", seed=0)
+    elif kind == "avqa":
+        generate_avqa(out, "tiny", seed=0)
+    else:
+        generate_world(out, "tiny", seed=0, workers=1)
+
+
+@pytest.mark.parametrize("kind", ["avs", "avqa", "world"])
+def test_first_use_generation_waits_for_another_process(kind: str, tiny: Path, tmp_path: Path) -> None:
+    """Two processes on an empty cache (two `avprompt train` at once) used to both generate into the
+    same folder, one dying on the other's temporary files; the second now waits, then finds it done."""
+    import multiprocessing as mp
+    import time
+
+    from avprompt.atomic import exclusive
+    out = tmp_path / "set"
+    locked = out / "Multi-sources" if kind == "avs" else out
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    child = ctx.Process(target=_generate_in_child, args=(kind, str(out), ready))
+    with exclusive(locked):  # this process is "the first one", mid-generation
+        child.start()
+        assert ready.wait(60)
+        time.sleep(1.5)  # unlocked, the generator writes its first folders within milliseconds
+        assert child.is_alive() and not locked.exists(), "the second process did not wait"
+        if kind != "avs":  # the other generators take longer: waiting is what is tested
+            child.terminate()
+    child.join(120)
+    if kind == "avs":
+        assert child.exitcode == 0
+        assert _tree_hash(locked) == _tree_hash(tiny / "Multi-sources")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avprompt.atomic import atomic_write_bytes, atomic_write_via
+from avprompt.atomic import atomic_write_bytes, atomic_write_via, exclusive
 from avprompt.synthav.avqa_questions import (ANSWERS, INSTRUMENT_NAMES, INSTRUMENTS, SLOT_X, SLOTS,
                                              TYPES, Scene, ask, avqa_rng, constant_floors,
                                              sample_scene, type_string)
@@ -154,6 +154,14 @@ def generate_avqa(out: str | Path, size: str = "small", seed: int = 0, workers: 
     out = Path(out).expanduser()
     if _is_complete(out, size, seed):
         return out
+    with exclusive(out):  # two processes on an empty cache: one generates, the other waits
+        if _is_complete(out, size, seed):
+            return out
+        return _render_avqa(out, size, seed, workers)
+
+
+def _render_avqa(out: Path, size: str, seed: int, workers: int) -> Path:
+    """``generate_avqa``'s work, under its lock."""
     t_start = time.perf_counter()
     for name in _OWNED:  # stale or partial set: remove exactly what this module writes
         p = out / name

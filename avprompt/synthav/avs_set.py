@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from avprompt.atomic import atomic_write_via
+from avprompt.atomic import atomic_write_via, exclusive
 from avprompt.synthav.render import (COLOUR_RGB, SAMPLE_RATE, Background, ObjectLook, SoundSource,
                                      _grid, _shape_mask, render_audio, render_frame,
                                      sample_background, sample_source)
@@ -416,6 +416,14 @@ def generate_avs(out: str | Path, subset: str = "s4", size: str = "small", seed:
               "image_size": image_size}
     if all(_load(root / META_FILE).get(k) == v for k, v in params.items()):
         return out
+    with exclusive(root):  # two processes on an empty cache: one generates, the other waits
+        if not all(_load(root / META_FILE).get(k) == v for k, v in params.items()):
+            _render_avs(out, root, subset, params, size, seed, image_size)
+    return out
+
+
+def _render_avs(out: Path, root: Path, subset: str, params: dict, size: str, seed: int, image_size: int) -> None:
+    """``generate_avs``'s work, under its lock."""
     # not a resumable run of these parameters: start again (this generator owns the subset folder)
     if _load(root / PARTIAL_FILE) != params:
         if root.exists():
@@ -445,4 +453,3 @@ def generate_avs(out: str | Path, subset: str = "s4", size: str = "small", seed:
     _save_text(root / "README.txt", _readme(meta))
     _save_text(root / META_FILE, json.dumps(meta, indent=1))  # last: marks the subset complete
     (root / PARTIAL_FILE).unlink(missing_ok=True)
-    return out

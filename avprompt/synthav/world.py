@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from avprompt.atomic import atomic_write_text, atomic_write_via
+from avprompt.atomic import atomic_write_text, atomic_write_via, exclusive
 from avprompt.progress import progress
 from avprompt.synthav import vocab
 from avprompt.synthav.media import FPS, render_clip, write_mp4
@@ -188,6 +188,14 @@ def generate_world(out: str | Path, size: str = "small", seed: int = 0, workers:
     out = Path(out).expanduser()
     if _is_complete(out, size, seed):
         return out
+    with exclusive(out):  # two processes on an empty cache: one generates, the other waits
+        if _is_complete(out, size, seed):
+            return out
+        return _render_world(out, size, seed, workers)
+
+
+def _render_world(out: Path, size: str, seed: int, workers: int) -> Path:
+    """``generate_world``'s work, under its lock."""
     t_start = time.perf_counter()
     for name in _OWNED:  # stale or partial world: remove exactly what this module writes
         p = out / name
