@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None):
     # nothing to a user of the CLI; library use keeps every warning.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"timm\..*")
     warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
+    from avprompt.engine.executors import keep_freed_memory
+    keep_freed_memory()  # this process may run cells itself (--jobs 1, train, zeroshot)
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:  # no command: typer prints the help
         app(args=args, standalone_mode=True)

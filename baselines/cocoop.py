@@ -42,9 +42,13 @@ class CoCoOpConfig(PromptConfig):
     batch_size: int = 1
     epochs: int = 10
     condition: str = "segment"  # segment | video
-    # samples per batched text-encoder call (each brings K prompts); 0 = all. 4: peak memory 3.7x
-    # CoOp's at batch 8 x 10 segments and K=29, and faster than 16 on CPU (benchmarks/README.md)
-    chunk_size: int = 4
+    # samples per batched text-encoder call in training (each brings K prompts); 0 = all. None: 4
+    # when the calls are checkpointed (peak memory 3.7x CoOp's at batch 8 x 10 segments and K=29,
+    # and faster than 16 on CPU: benchmarks/README.md), else all: without checkpointing every call's
+    # activations are kept for backward anyway, and one call is 1.4x faster per step on the
+    # embedded towers. Evaluation calls take up to ``eval_prompts`` prompts each.
+    chunk_size: int | None = None
+    eval_prompts: int = 2048
     checkpoint: bool = True  # recompute chunk activations in backward (memory), same gradients
     # ...only for text towers of at least this many parameters: a small tower's activations are
     # small, and recomputing them only costs time (the embedded SynthAV text towers: <1M)
@@ -71,15 +75,15 @@ class CoCoOp(Method):
     supported_modalities = ("v", "a", "av")
     kind = "train"
     runs_on = "features"
-    # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit, checkpointing on; its text pass
-    # measured 2.1x faster since the small towers skip checkpointing: per unit 0.084 x 0.55)
-    cost_seconds = (10.97, 0.036)  # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit)
+    # embedded towers, 1 thread: the fit (10.97, 0.036) scaled by the eval / step time ratios
+    # measured for one text call per training step and the kept freed memory
+    cost_seconds = (9.3, 0.028)
 
     def __init__(self, encoders, task, config: CoCoOpConfig):
         super().__init__(encoders, task, config)
         if config.condition not in ("segment", "video"):
             raise ValueError(f"method cocoop: condition={config.condition!r}; use segment|video")
-        if config.chunk_size < 0:
+        if config.chunk_size is not None and config.chunk_size < 0:
             raise ValueError(f"method cocoop: chunk_size={config.chunk_size} must be >= 0 (0 = all samples)")
         self.prompt_learners = build_learners(self, config.n_ctx, config.fit_ctx)
         self.meta_nets = nn.ModuleDict({m: MetaNet(encoders.tower(m).embed_dim,
@@ -113,8 +117,14 @@ class CoCoOp(Method):
     def conditioned_text(self, m: str, feats: torch.Tensor) -> torch.Tensor:
         """(N, D) frozen embeddings -> (N, K, D) normalised per-sample class features."""
         shift = self.meta_nets[m](feats)  # (N, W)
-        step = self.config.chunk_size or shift.shape[0]
-        use_ckpt = self.checkpointed[m] and torch.is_grad_enabled() and shift.requires_grad
+        grad = torch.is_grad_enabled() and shift.requires_grad
+        use_ckpt = self.checkpointed[m] and grad
+        chunk = self.config.chunk_size
+        if not grad:  # evaluation: only a call's temporaries are held
+            step = max(1, self.config.eval_prompts // self.prompt_learners[m].num_classes)
+        else:  # None: 4 if checkpointed, else one call (its activations are kept either way)
+            step = (4 if use_ckpt else 0) if chunk is None else chunk
+            step = step or shift.shape[0]
         out = []
         for s in range(0, shift.shape[0], step):
             part = shift[s:s + step]

@@ -9,9 +9,9 @@ and prints the ratio. Random weights; nothing is downloaded.
     python benchmarks/bench_dgsct.py --backbones tiny --steps 5
 
 Settings (``SETTINGS``): the reference-style computation (frozen template text features
-recomputed every step, the prompt projection psi as written -- 1x1 conv over tokens, then the
-Linear --, no activation checkpointing, fp32), text cached, the shipped one (text cached, psi in
-the cheaper order), and the shipped one with activation checkpointing of the frozen block halves
+recomputed every step, the prompt projection psi and eq. 3-4 as written -- 1x1 conv over tokens,
+then the Linear; the (N, L, d) spatial product --, no activation checkpointing, fp32), text cached,
+the shipped one (text cached, psi and eq. 3-4 in the cheaper orders), and the shipped one with activation checkpointing of the frozen block halves
 (``checkpoint_frozen``), of DG-SCT's modules (``checkpoint_modules``) and of both; speed-up and
 memory are relative to the first, measured in one run. Peak memory: CUDA max allocated on GPU; on
 CPU the peak resident memory above the built model's, sampled every 2 ms over the warm-up and
@@ -73,8 +73,10 @@ def worker(spec: str, segments: int, batch: int, steps: int, device: str, bf16: 
     from gpu_dgsct import build  # the same model and batch as the GPU script
 
     torch.set_num_threads(threads)
-    from avprompt.dgsct.modules import PromptProjection
-    PromptProjection.cheapest_order = cheap_order
+    from avprompt.engine.executors import keep_freed_memory
+    keep_freed_memory()  # as the product's worker processes do
+    from avprompt.dgsct.modules import CrossModalAttention, PromptProjection
+    PromptProjection.cheapest_order = CrossModalAttention.cheapest_order = cheap_order
     model, b = build(spec, batch, segments, checkpoint, torch.device(device), cache_text=cache_text)
     model.train()
     from avprompt.engine import loop
@@ -110,11 +112,11 @@ def run_worker(args, spec: str, segments: int, cache_text: bool, cheap_order: bo
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-#: (name, cache_text, checkpoint_frozen, psi in the cheaper order); the first is the reference-style
-#: computation (the prompt projection as written: 1x1 conv over tokens, then the Linear)
-SETTINGS = [("reference-style (text every step, psi as written)", False, "none", False),
-            ("text cached, psi as written", True, "none", False),
-            ("shipped (text cached, psi in the cheaper order)", True, "none", True),
+#: (name, cache_text, checkpoint_frozen, cheaper orders); the first is the reference-style
+#: computation (psi as written: 1x1 conv over tokens, then the Linear; eq. 3-4 as written)
+SETTINGS = [("reference-style (text every step, psi and eq. 3-4 as written)", False, "none", False),
+            ("text cached, psi and eq. 3-4 as written", True, "none", False),
+            ("shipped (text cached, psi and eq. 3-4 in the cheaper orders)", True, "none", True),
             ("shipped + checkpointing of the frozen blocks", True, "frozen", True),
             ("shipped + checkpointing of the DG-SCT modules", True, "modules", True),
             ("shipped + checkpointing of both", True, "all", True)]

@@ -306,3 +306,32 @@ def test_prompt_projection_order_is_the_same_function(shape):
     (ww,) = torch.autograd.grad(want.square().sum(), psi.tokens.weight)
     assert torch.allclose(gw, ww, atol=1e-7)
     assert psi.channels_first == (shape[0] * shape[1] < shape[2] * shape[3])
+
+
+@pytest.mark.parametrize("c_target,hidden", [(32, 256), (96, 64)])
+def test_channel_and_spatial_steps_in_the_cheaper_order_are_the_same_function(c_target, hidden):
+    """Eq. 3 with the token mean taken before Th_x, and eq. 4 as a C x C bilinear form (C < 2d),
+    equal the steps as written, in values and in every parameter's gradient (float64)."""
+    from avprompt.dgsct.modules import CrossModalAttention, ModuleOptions
+    torch.manual_seed(0)
+    mod = CrossModalAttention(7, 24, 11, c_target, ModuleOptions(hidden=hidden, temporal=False)).double()
+    for p in mod.parameters():  # gates and biases away from their zero init, so every term counts
+        torch.nn.init.normal_(p, std=0.3)
+    assert mod.spatial_bilinear == (c_target < 2 * hidden)
+    guide = torch.randn(5, 7, 24, dtype=torch.double)
+    x = torch.randn(5, 11, c_target, dtype=torch.double)
+
+    def run(cheap):
+        CrossModalAttention.cheapest_order = cheap
+        try:
+            _, m, _ = mod.attend(guide, x)
+            out = mod.output(x, m, None)
+        finally:
+            CrossModalAttention.cheapest_order = True
+        grads = torch.autograd.grad(out.sin().sum(), list(mod.parameters()), allow_unused=True)
+        return out, grads
+    got, g_got = run(True)
+    want, g_want = run(False)
+    assert torch.allclose(got, want, atol=1e-10)
+    for a, b in zip(g_got, g_want):
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-9))

@@ -125,6 +125,19 @@ def test_cocoop_meta_net_and_batched_text(tiny_encoders, batch_factory):
     # a per-sample loop (the reference's way) gives the same features
     loop = torch.cat([method.conditioned_text("v", feats[i:i + 1]) for i in range(6)])
     assert torch.allclose(loop, full, atol=1e-5)
+    # calls per pass: chunk_size None = 4 samples when checkpointed, one call when not (training);
+    # evaluation takes eval_prompts prompts per call; the features are the same every way
+    calls = []
+    real = method._chunk_text
+    method._chunk_text = lambda m, part: calls.append(len(part)) or real(m, part)
+    method.config.chunk_size = None
+    method.conditioned_text("v", feats)
+    method.checkpointed["v"] = False
+    method.conditioned_text("v", feats)
+    method.config.eval_prompts = 2 * SEG.num_outputs
+    with torch.no_grad():
+        assert torch.allclose(method.conditioned_text("v", feats), full, atol=1e-5)
+    assert calls == [4, 2, 6, 2, 2, 2]
     # checkpointing only pays for a large text tower: off on the tiny one unless asked for
     assert make("cocoop", tiny_encoders, modality="v").checkpointed == {"v": False}
     assert make("cocoop", tiny_encoders, modality="v", checkpoint_min_params=0).checkpointed == {"v": True}

@@ -84,7 +84,21 @@ class PromptProjection(nn.Module):
 
 
 class CrossModalAttention(nn.Module):
-    """One direction (A2V or V2A) at one injection point of one paired layer."""
+    """One direction (A2V or V2A) at one injection point of one paired layer.
+
+    Eq. 3-4 run in the cheaper of two equal orders (``cheapest_order``; the parameters, and so
+    checkpoints, are the same; results equal up to float rounding, ``tests/test_dgsct_fidelity.py``):
+
+    * channel (paper, no ReLU): mean_L(Th_g(g_mean) * Th_x(x)) = Th_g(g_mean) * Th_x(mean_L x), since
+      Th_x is affine: one (N, 1, C) product instead of an (N, L, C) Linear.
+    * spatial (paper): Th_s(Th_gs(g) * Th_xs(x)) is a bilinear form of each token pair,
+      g^T B x + g.u + x.v + c with B = W_gs^T diag(w_s) W_xs (C x C), so a token costs C^2 + 2C
+      multiply-adds instead of 2 C d + 2 d and no (N, L, d) tensor is formed. Used where C < 2 d:
+      the embedded towers (C 32-128 vs d = 256: 5-16x fewer) and HTS-AT's first stages at real size.
+    """
+
+    #: False: eq. 3-4 as written (an (N, L, d) product per direction; benchmarks' baseline)
+    cheapest_order: ClassVar[bool] = True
 
     def __init__(self, n_guide: int, c_guide: int, n_target: int, c_target: int, opts: ModuleOptions):
         super().__init__()
@@ -101,6 +115,7 @@ class CrossModalAttention(nn.Module):
             d_s = d if opts.spatial_kind == "paper" else max(1, c // 2)
             self.sp_guide, self.sp_target = nn.Linear(c, d_s), nn.Linear(c, d_s)
             self.sp_out = nn.Linear(d_s, 1)
+            self.spatial_bilinear = opts.spatial_kind == "paper" and c < 2 * d_s
         if opts.temporal:
             if opts.temporal_kind == "rnn":
                 self.rnn = nn.GRU(c_guide, d, batch_first=True)
@@ -141,17 +156,32 @@ class CrossModalAttention(nn.Module):
         m = x.new_zeros(())
         x_c = x
         if o.channel:
-            cm = act(self.ch_guide(g_mean)) * act(self.ch_target(x))  # (N, L, C)
-            m_c = torch.sigmoid(self.ch_bottleneck(cm.mean(1, keepdim=True)))  # (N, 1, C)
+            if o.guide_relu or not self.cheapest_order:
+                pooled = (act(self.ch_guide(g_mean)) * act(self.ch_target(x))).mean(1, keepdim=True)
+            else:  # the token mean commutes with the affine Th_x (class docstring)
+                pooled = self.ch_guide(g_mean) * self.ch_target(x.mean(1, keepdim=True))  # (N, 1, C)
+            m_c = torch.sigmoid(self.ch_bottleneck(pooled))  # (N, 1, C)
             m = m + o.alpha * m_c
             x_c = (m_c + 1) * x
         if o.spatial:
             if o.spatial_kind == "paper":  # eq. 4: every target token meets its projected guide token
-                a_sm = self.sp_guide(g) * self.sp_target(x_c)
+                s_logit = self.spatial_logit(g, x_c)
             else:  # reference: the token-mean guide, ReLU on both sides
-                a_sm = torch.relu(self.sp_guide(g_mean)) * torch.relu(self.sp_target(x_c))
-            m = m + o.beta * torch.sigmoid(self.sp_out(a_sm))  # M_s: (N, L, 1)
+                s_logit = self.sp_out(torch.relu(self.sp_guide(g_mean)) * torch.relu(self.sp_target(x_c)))
+            m = m + o.beta * torch.sigmoid(s_logit)  # M_s: (N, L, 1)
         return x, m, g_mean[:, 0]
+
+    def spatial_logit(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Th_s(Th_gs(g) * Th_xs(x)): g, x (N, L, C) -> (N, L, 1), in the cheaper order."""
+        if not (self.spatial_bilinear and self.cheapest_order):
+            return self.sp_out(self.sp_guide(g) * self.sp_target(x))
+        w_g, b_g = self.sp_guide.weight, self.sp_guide.bias  # (d, C), (d,)
+        w_x, b_x = self.sp_target.weight, self.sp_target.bias
+        w_s, b_s = self.sp_out.weight[0], self.sp_out.bias  # (d,), (1,)
+        bil = (w_g.T * w_s) @ w_x  # (C, C)
+        u, v = w_g.T @ (w_s * b_x), w_x.T @ (w_s * b_g)  # (C,): the cross terms with the biases
+        const = (w_s * b_g * b_x).sum() + b_s
+        return ((g @ bil + v) * x).sum(-1, keepdim=True) + (g @ u).unsqueeze(-1) + const
 
     def temporal_gate(self, seq: torch.Tensor) -> torch.Tensor:
         """Guide-side features per segment (B, T, C_g) -> gate G (B*T, 1, 1)."""
