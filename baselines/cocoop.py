@@ -75,9 +75,7 @@ class CoCoOp(Method):
     supported_modalities = ("v", "a", "av")
     kind = "train"
     runs_on = "features"
-    # embedded towers, 1 thread: the fit (10.97, 0.036) scaled by the eval / step time ratios
-    # measured for one text call per training step and the kept freed memory
-    cost_seconds = (9.3, 0.028)
+    cost_seconds = (8.2, 0.037)  # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit)
 
     def __init__(self, encoders, task, config: CoCoOpConfig):
         super().__init__(encoders, task, config)

@@ -114,3 +114,21 @@ def test_training_from_cached_features_matches_re_encoding(tmp_path, tiny_encode
         with torch.no_grad():
             runs.append(method.eval()(inputs))
     assert torch.allclose(runs[0], runs[1], atol=1e-5)
+
+
+def test_workspace_keeps_each_set_after_its_first_lookup(tiny_env, monkeypatch):
+    """Every epoch asks for the same train and validation sets: after the first time they come
+    from memory, without a cache lookup (which fingerprints the tower and stacks the clips);
+    another set, or the other modality, is looked up."""
+    from avprompt.engine.workspace import Workspace
+    ws = Workspace("synthav", "tiny", "cpu", "tiny")
+    recs = ws.index("ave-cls").records[:6]
+    first = ws.features("ave-cls", "v", recs)
+    lookups = []
+    real = ws._fc.get_or_compute
+    monkeypatch.setattr(ws._fc, "get_or_compute", lambda *a, **k: lookups.append(a[1]) or real(*a, **k))
+    assert ws.features("ave-cls", "v", recs) is first and lookups == []
+    part = ws.features("ave-cls", "v", recs[:3])
+    assert lookups == ["v"] and torch.equal(part, first[:3])
+    audio = ws.features("ave-cls", "a", recs)
+    assert lookups == ["v", "a"] and audio.shape[:2] == first.shape[:2]
