@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -85,12 +86,26 @@ def attention_maps(method, batch: dict) -> AttentionMaps:
     vt, at = method.encoders.vision, method.encoders.audio
     got: dict[tuple, list] = {}
     handles = []
+
+    def record_spatial(mod, key):
+        """M_s's logit of ``mod`` on each call: the paper's spatial step runs as a bilinear form
+        (``CrossModalAttention.spatial_logit``) that never calls ``sp_out`` as a module."""
+        real = mod.spatial_logit
+
+        def wrapped(g, x):
+            out = real(g, x)
+            got.setdefault(key, []).append(torch.sigmoid(out))
+            return out
+        mod.spatial_logit = wrapped  # on the instance; removing it restores the class's method
+        return SimpleNamespace(remove=lambda: mod.__dict__.pop("spatial_logit", None))
     for name, pair in method.injections.items():
         k = int(name.split("_")[0])
         for side, mod in (("v", pair.a2v), ("a", pair.v2a)):
             if mod is None:
                 continue
-            if hasattr(mod, "sp_out"):
+            if hasattr(mod, "sp_out") and mod.opts.spatial_kind == "paper":
+                handles.append(record_spatial(mod, ("s", side, k)))
+            elif hasattr(mod, "sp_out"):  # reference: sp_out runs as a module on the token-mean guide
                 handles.append(mod.sp_out.register_forward_hook(
                     lambda _m, _i, out, key=("s", side, k): got.setdefault(key, []).append(torch.sigmoid(out))))
             if hasattr(mod, "t_out"):
