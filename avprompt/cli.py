@@ -7,7 +7,7 @@ stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
@@ -102,7 +102,7 @@ def backbones_list(all_open_clip: bool = typer.Option(False, "--all", help="also
         typer.echo(f"{r['tower']:<5} {r['arch']:<28} {r['weights']}{have}")
     typer.echo(f"on disk: shipped assets, and open_clip tags found in {hub_cache_dir()} or ~/.cache/clip; "
                "anything else is downloaded on first use (needs internet) or given as a file")
-    typer.echo("spec: --backbones synthav | tiny | clip=ARCH[@TAG|FILE],clap=ARCH[+roberta][@FILE]")
+    typer.echo("spec: --backbones synthav | synthav-10s | tiny | clip=ARCH[@TAG|FILE],clap=ARCH[+roberta][@FILE]")
 
 
 @backbones_app.command("build")
@@ -111,19 +111,27 @@ def backbones_build(world: str = typer.Option("synthav", "--world", help="the wo
                     seed: int = typer.Option(0, "--seed"),
                     quick: bool = typer.Option(False, "--quick", help="a reduced build (minutes), for checks"),
                     minutes: float = typer.Option(14.0, "--minutes", help="wall-time guard for the whole build"),
-                    towers: list[str] = typer.Option(["clip", "clap"], "--towers", parser=lambda v: v,
-                                                     metavar="clip,clap",
-                                                     help="towers to (re)build; the others are kept from --out")):
+                    plan: Literal["full", "clap-10s"] = typer.Option(
+                        "full", "--plan", help="full: the default towers; clap-10s: the 10 s-window audio "
+                        "tower (backbone spec synthav-10s), written to the assets' synthav-10s folder"),
+                    towers: Optional[list[str]] = typer.Option(None, "--towers", parser=lambda v: v,
+                                                               metavar="clip,clap",
+                                                               help="towers to (re)build (default: the plan's); "
+                                                               "the others are kept from --out")):
     """Pre-train the embedded CLIP/CLAP backbones on the SynthAV caption corpus.
 
     Example: avprompt backbones build --out /tmp/backbones --quick
     """
     if world != "synthav":
         fail(f"--world {world!r}: only synthav is supported")
-    from avprompt.synthav.backbones import ASSETS, build_backbones
-    names = tuple(t.strip() for v in towers for t in v.split(",") if t.strip())
+    from avprompt.synthav.backbones import PLAN_DIRS, PLANS, build_backbones
+    if quick and plan != "full":
+        fail(f"--quick builds the tiny test towers; it does not combine with --plan {plan}")
+    chosen = PLANS["quick" if quick else plan]
+    names = chosen.towers if not towers else tuple(t.strip() for v in towers for t in v.split(",") if t.strip())
+    out = out or str(PLAN_DIRS[plan])
     try:
-        manifest = build_backbones(out or ASSETS, minutes, seed=seed, quick=quick, towers=names,
+        manifest = build_backbones(out, minutes, seed=seed, quick=quick, towers=names, plan=chosen,
                                    log=lambda s: typer.echo(s))
     except ValueError as e:
         fail(str(e))
@@ -132,7 +140,7 @@ def backbones_build(world: str = typer.Option("synthav", "--world", help="the wo
         typer.echo(f"{kind}: zero-shot held-out pairs {zs['heldout']['accuracy']['mean']:.3f}, AVE names "
                    f"{zs['ave']['accuracy']['mean']:.3f}, LLP names {zs['llp']['accuracy']['mean']:.3f} "
                    f"(chance {zs['ave']['chance']:.3f})")
-    typer.echo(f"backbones written to {out or ASSETS}")
+    typer.echo(f"backbones written to {out}")
 
 
 def _mount_optional_groups():

@@ -31,25 +31,20 @@ def cells(store: Path, method: str) -> dict[tuple, str]:
     return out
 
 
-def main(argv=None) -> int:
+def paired_table(method: str, named: list[tuple[str, str]]) -> list[str]:
+    """Markdown rows: per (task, K) each store's mean and each later store minus the first, with
+    its two-level 95% CI (``*`` when it excludes 0). ``named``: [(name, store path), ...]."""
     from avprompt.stats import CellBootstrap, seeds_difference, seeds_interval
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--method", default="dg-sct@av")
-    ap.add_argument("stores", nargs="+", help="NAME=STORE; the first is the reference of the differences")
-    args = ap.parse_args(argv)
-    named = [s.split("=", 1) for s in args.stores]
-    if any(len(n) != 2 for n in named):
-        ap.error("each store is NAME=PATH")
-    found = {name: cells(Path(path), args.method) for name, path in named}
+    found = {name: cells(Path(path), method) for name, path in named}
     ref_name = named[0][0]
     engine = CellBootstrap()
     rows = defaultdict(dict)
     for (task, protocol, shots, seed), path in found[ref_name].items():
         rows[(task, protocol, shots)][seed] = path
-    print(f"| task | K | n | {' | '.join(n for n, _ in named)} | "
-          + " | ".join(f"{n} - {ref_name} (95% CI)" for n, _ in named[1:]) + " |")
-    print("|---|---|---|" + "---|" * len(named) + "---|" * (len(named) - 1))
+    out = [f"| task | K | n | {' | '.join(n for n, _ in named)} | "
+           + " | ".join(f"{n} - {ref_name} (95% CI)" for n, _ in named[1:]) + " |",
+           "|---|---|---|" + "---|" * len(named) + "---|" * (len(named) - 1)]
     for (task, protocol, shots), by_seed in sorted(rows.items()):
         seeds = sorted(s for s in by_seed if all((task, protocol, shots, s) in found[n] for n, _ in named))
         if not seeds:
@@ -63,10 +58,23 @@ def main(argv=None) -> int:
             iv = seeds_difference(engine, pairs, task, protocol)
             diffs.append("-" if iv is None else f"{iv.value:+.1f} [{iv.lo:+.1f}, {iv.hi:+.1f}]"
                          + ("*" if not (iv.lo <= 0 <= iv.hi) else ""))
-        print(f"| {task} | {shots} | {len(seeds)} | {' | '.join(means)} | {' | '.join(diffs)} |")
-    if not rows:
+        out.append(f"| {task} | {shots} | {len(seeds)} | {' | '.join(means)} | {' | '.join(diffs)} |")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--method", default="dg-sct@av")
+    ap.add_argument("stores", nargs="+", help="NAME=STORE; the first is the reference of the differences")
+    args = ap.parse_args(argv)
+    named = [s.split("=", 1) for s in args.stores]
+    if any(len(n) != 2 for n in named):
+        ap.error("each store is NAME=PATH")
+    rows = paired_table(args.method, [tuple(n) for n in named])
+    if len(rows) == 2:
         print(f"no ok cells of {args.method} in {named[0][1]}", file=sys.stderr)
         return 1
+    print("\n".join(rows))
     return 0
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from avprompt.encoders import load_encoders
 from avprompt.encoders.factory import SYNTHAV_WEIGHTS
-from avprompt.synthav.backbones import FILES, QUICK, build_backbones
+from avprompt.synthav.backbones import CLAP_10S, FILES, QUICK, build_backbones
 from avprompt.synthav.corpus import caption_corpus
 from avprompt.synthav.pretrain import (PretrainConfig, make_captions, multi_positive_infonce, positives,
                                        tower_data, train_tower)
@@ -194,3 +194,34 @@ def test_rebuilding_one_tower_keeps_the_other(mini_build, tmp_path):
     assert (tmp_path / "b" / FILES["clap"]).read_bytes() != (out / FILES["clap"]).read_bytes()
     with pytest.raises(ValueError, match="build both towers first"):
         build_backbones(tmp_path / "empty", quick=True, plan=MINI, towers=("clip",), log=lambda s: None)
+
+
+def test_clip_length_corpus_items_sound_in_one_run_of_whole_seconds():
+    """10 s items (the clip-length audio tower's corpus) are made second by second like a benchmark
+    clip: the sound in one contiguous run of varying length, the noise floor elsewhere."""
+    c = caption_corpus(12, seed=2, image_size=16, sample_rate=8000, seconds=10)
+    rms = np.sqrt((c["audio"].reshape(12, 10, 8000).astype(np.float64) ** 2).mean(-1))
+    loud = rms > 0.05  # sources have amplitude 0.08-0.15, the noise floor 0.01-0.03
+    for row in loud:
+        on = np.flatnonzero(row)
+        assert len(on) >= 1 and on[-1] - on[0] + 1 == len(on), row
+    assert len({int(r.sum()) for r in loud}) > 3  # run lengths vary
+    one = caption_corpus(3, seed=2, image_size=16, sample_rate=8000)  # 1 s items: the sound throughout
+    assert one["audio"].shape == (3, 8000) and np.sqrt((one["audio"].astype(np.float64) ** 2).mean(-1)).min() > 0.05
+    with pytest.raises(ValueError, match="whole seconds"):
+        caption_corpus(1, seconds=2.5)
+
+
+def test_clip_length_plan_builds_the_audio_tower_alone(tmp_path):
+    """``--plan clap-10s`` writes only the 10 s-window audio tower (no earlier build needed) and it
+    reloads through the spec with a 10 s input window."""
+    plan = replace(CLAP_10S, clap=PretrainConfig(steps=2, batch_size=8, lr=2e-3, warmup=1),
+                   train_items=16, eval_items=16, eval_seeds=1, timbre_items=8)
+    manifest = build_backbones(tmp_path, minutes_budget=5, seed=1, log=lambda s: None, plan=plan)
+    assert set(manifest["towers"]) == {"clap"} and manifest["corpus"]["seconds"] == 10
+    tower = manifest["towers"]["clap"]
+    assert tower["arch"] == "avp-htsat-synthav-10s" and tower["train"]["steps_done"] == 2
+    enc = load_encoders(f"clap={tower['arch']}@{tmp_path / tower['file']}", modalities="a")
+    assert enc.audio.clip_samples == 10 * enc.audio.sample_rate
+    with pytest.raises(ValueError, match="this plan builds clap"):
+        build_backbones(tmp_path, plan=plan, towers=("clip",), log=lambda s: None)

@@ -68,14 +68,16 @@ def tag_on_disk(source: dict) -> bool:
 
 def catalog(all_open_clip: bool = False) -> list[dict]:
     """Rows {"tower", "arch", "weights", "on_disk": [tags or files present]} for ``backbones list``."""
+    from avprompt.encoders.factory import SYNTHAV_10S_WEIGHTS, SYNTHAV_WEIGHTS
+    shipped = {arch: path for arch, path in (*SYNTHAV_WEIGHTS.values(), *SYNTHAV_10S_WEIGHTS.values())}
     rows = []
-    for kind, archs, asset in (("clip", CLIP_ARCHS, "synthav-clip.safetensors"),
-                               ("clap", CLAP_ARCHS, "synthav-clap.safetensors")):
+    for kind, archs in (("clip", CLIP_ARCHS), ("clap", CLAP_ARCHS)):
         for arch in archs:
-            if "tiny" in arch:
+            if arch not in shipped:
                 rows.append({"tower": kind, "arch": arch, "weights": "random (tests)", "on_disk": []})
             else:
-                present = [asset] if (ASSETS / asset).is_file() else []
+                asset = shipped[arch].relative_to(ASSETS).as_posix()
+                present = [asset] if shipped[arch].is_file() else []
                 rows.append({"tower": kind, "arch": arch, "weights": f"shipped: avprompt/assets/{asset}",
                              "on_disk": present})
     examples = {"HTSAT-tiny": " (LAION's 630k-*.pt)", "HTSAT-base": " (e.g. music_audioset_epoch_15_esc_90.14.pt)"}

@@ -4,6 +4,7 @@ Spec grammar (``--backbones``)::
 
     tiny                                  both tiny test towers, random weights
     synthav                               the shipped SynthAV-pretrained towers (default)
+    synthav-10s                           the same image tower, the 10 s-window audio tower
     clip=ViT-B-32@openai                  open_clip architecture @ pretrained tag (user's cache)
     clip=ViT-B-16@/data/vitb16.safetensors,clap=HTSAT-base@/data/630k-audioset-best.pt
     clip=ViT-B-32,clap=HTSAT-base         random weights (no "@")
@@ -27,6 +28,11 @@ from avprompt.encoders.weights import load_into, load_state
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SYNTHAV_WEIGHTS = {"clip": ("avp-vit-synthav", ASSETS / "synthav-clip.safetensors"),
                    "clap": ("avp-htsat-synthav", ASSETS / "synthav-clap.safetensors")}
+# The 10 s-window SynthAV audio tower (``backbones build --plan clap-10s``): the backbone spec
+# ``synthav-10s`` pairs it with the default image tower, so ``audio_pass=clip`` runs on SynthAV.
+SYNTHAV_10S_DIR = ASSETS / "synthav-10s"
+SYNTHAV_10S_WEIGHTS = {"clip": SYNTHAV_WEIGHTS["clip"],
+                       "clap": ("avp-htsat-synthav-10s", SYNTHAV_10S_DIR / "synthav-clap.safetensors")}
 
 
 @dataclass(frozen=True)
@@ -52,14 +58,15 @@ class BackboneSpec:
         spec = spec.strip()
         if spec == "tiny":
             return cls(TowerSpec("clip", "avp-vit-tiny"), TowerSpec("clap", "avp-htsat-tiny"), "tiny")
-        if spec == "synthav":
-            return cls(*(TowerSpec(k, a, str(p)) for k, (a, p) in SYNTHAV_WEIGHTS.items()), "synthav")
+        for named, weights in (("synthav", SYNTHAV_WEIGHTS), ("synthav-10s", SYNTHAV_10S_WEIGHTS)):
+            if spec == named:
+                return cls(*(TowerSpec(k, a, str(p)) for k, (a, p) in weights.items()), named)
         towers: dict[str, TowerSpec] = {}
         for part in filter(None, (p.strip() for p in spec.split(","))):
             kind, sep, rest = part.partition("=")
             if not sep or kind not in ("clip", "clap"):
                 raise ValueError(f"backbone spec part {part!r}: expected clip=ARCH[@WEIGHTS] or "
-                                 "clap=ARCH[+roberta][@WEIGHTS], or 'tiny' / 'synthav'")
+                                 "clap=ARCH[+roberta][@WEIGHTS], or 'tiny' / 'synthav' / 'synthav-10s'")
             arch, _, weights = rest.partition("@")
             arch, _, text = arch.partition("+")
             if kind == "clap" and text not in ("", "roberta"):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import avprompt
-from avprompt.encoders.factory import ASSETS
+from avprompt.encoders.factory import ASSETS, SYNTHAV_10S_DIR
 from avprompt.synthav.pretrain import PretrainConfig, encode_all, tower_data, train_tower, zero_shot
 
 
@@ -43,6 +43,7 @@ class BuildPlan:
     # extra sounds for the audio tower (``corpus.timbre_corpus``): every timbre at unnamed pitches,
     # so timbre is learnt apart from pitch (without them: 21% zero-shot on the AVE class names)
     timbre_items: int = 0
+    towers: tuple[str, ...] = ("clip", "clap")  # what the plan builds (others come from --out)
 
 
 # Step counts chosen from measured throughput on an idle 2-core CPU so that both towers, corpus
@@ -61,6 +62,13 @@ QUICK = BuildPlan("avp-vit-tiny", "avp-htsat-tiny",
                   PretrainConfig(steps=30, batch_size=32, lr=2e-3, warmup=5),
                   PretrainConfig(steps=30, batch_size=32, lr=2e-3, warmup=5),
                   train_items=256, eval_items=48, eval_seeds=1, timbre_items=64)
+# The clip-length audio tower (avp-htsat-synthav-10s) for measuring ``audio_pass=clip`` on SynthAV:
+# same recipe as FULL's audio tower on 10 s windows; fewer items because each is ten times longer
+# (4,000 + 2,000 items of 10 s = 3.8 GB of float32 waveforms).
+CLAP_10S = BuildPlan("avp-vit-synthav", "avp-htsat-synthav-10s", FULL.clip, FULL.clap,
+                     train_items=4000, eval_items=300, eval_seeds=3, timbre_items=2000, towers=("clap",))
+PLANS = {"full": FULL, "quick": QUICK, "clap-10s": CLAP_10S}
+PLAN_DIRS = {"full": ASSETS, "quick": ASSETS, "clap-10s": SYNTHAV_10S_DIR}
 
 FILES = {"clip": "synthav-clip.safetensors", "clap": "synthav-clap.safetensors",
          "manifest": "synthav-manifest.json"}
@@ -124,11 +132,11 @@ def evaluate_tower(tower, modality: str, evals: list[dict]) -> dict:
 
 def build_backbones(out_dir: str | Path = ASSETS, minutes_budget: float = 14.0, seed: int = 0,
                     quick: bool = False, log=print, plan: BuildPlan | None = None,
-                    towers: tuple[str, ...] = ("clip", "clap")) -> dict:
+                    towers: tuple[str, ...] | None = None) -> dict:
     """Pre-train the towers, evaluate, write weights + manifest into ``out_dir``; return the manifest.
 
     ``plan`` overrides FULL/QUICK (e.g. ``dataclasses.replace(FULL, train_items=...)``).
-    ``towers``: which to (re)build; a tower left out keeps its file and manifest entry in
+    ``towers``: which to (re)build (default: the plan's); a tower left out keeps its file and manifest entry in
     ``out_dir`` (which must then hold a manifest), each entry naming the command that built it.
     """
     from avprompt.encoders import load_encoders
@@ -136,12 +144,13 @@ def build_backbones(out_dir: str | Path = ASSETS, minutes_budget: float = 14.0, 
     from avprompt.synthav.pretrain import add_timbre_items
 
     plan = plan or (QUICK if quick else FULL)
+    towers = plan.towers if towers is None else towers
     out_dir = Path(out_dir)
-    bad = [t for t in towers if t not in ("clip", "clap")]
+    bad = [t for t in towers if t not in plan.towers]
     if bad or not towers:
-        raise ValueError(f"--towers {','.join(towers)}: use clip, clap or clip,clap")
+        raise ValueError(f"--towers {','.join(towers)}: this plan builds {','.join(plan.towers)}")
     kept = {}
-    if set(towers) != {"clip", "clap"}:
+    if set(towers) != set(plan.towers):
         old = out_dir / FILES["manifest"]
         if not old.is_file():
             raise ValueError(f"--towers {','.join(towers)}: {old} does not exist; the towers not rebuilt are "
@@ -162,9 +171,11 @@ def build_backbones(out_dir: str | Path = ASSETS, minutes_budget: float = 14.0, 
         timbre = timbre_corpus(plan.timbre_items, seed, rate, seconds)
         evals = [{s: caption_corpus(plan.eval_items, 1000 + seed * 10 + e, size, rate, seconds, split=s)
                   for s in ("seen", "heldout")} for e in range(plan.eval_seeds)]
+        named = [k for k, v in PLANS.items() if v == plan and k not in ("full", "quick")]
         command = (f"avprompt backbones build --world synthav --out {out_dir} --seed {seed} "
                    f"--minutes {minutes_budget:g}" + (" --quick" if quick else "")
-                   + ("" if set(towers) == {"clip", "clap"} else f" --towers {','.join(towers)}"))
+                   + (f" --plan {named[0]}" if named else "")
+                   + ("" if set(towers) == set(plan.towers) else f" --towers {','.join(towers)}"))
         manifest = {
             "world": "synthav", "seed": seed, "quick": quick, "command": command,
             "corpus": {"train_items": plan.train_items, "split": "seen", "seed": seed,
@@ -219,20 +230,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="avprompt backbones build",
                                  description="pre-train the embedded SynthAV CLIP/CLAP backbones")
     ap.add_argument("--world", default="synthav")
-    ap.add_argument("--out", default=str(ASSETS))
+    ap.add_argument("--out", default=None, help="default: the plan's folder in the package's assets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny towers, a few steps (a smoke test)")
     ap.add_argument("--minutes", type=float, default=14.0, help="wall-time guard for the whole build")
-    ap.add_argument("--towers", default="clip,clap",
-                    help="towers to (re)build: clip, clap or clip,clap; the others are kept from --out")
+    ap.add_argument("--plan", default="full", choices=sorted(PLANS),
+                    help="full: the default towers; clap-10s: the 10 s-window audio tower (avprompt/assets/synthav-10s)")
+    ap.add_argument("--towers", default=None,
+                    help="towers to (re)build: clip, clap or clip,clap (default: the plan's); the others are kept from --out")
     args = ap.parse_args(argv)
     if args.world != "synthav":
         print(f"error: --world {args.world!r}: only 'synthav' has a pre-training corpus", file=sys.stderr)
         return 2
     # flush each line: the build is long and usually runs with its output sent to a log file
     try:
-        build_backbones(args.out, args.minutes, args.seed, args.quick, log=lambda s: print(s, flush=True),
-                        towers=tuple(t.strip() for t in args.towers.split(",") if t.strip()))
+        plan = PLANS["quick" if args.quick else args.plan]
+        towers = plan.towers if args.towers is None else tuple(t.strip() for t in args.towers.split(",") if t.strip())
+        build_backbones(args.out or PLAN_DIRS[args.plan], args.minutes, args.seed, args.quick, log=lambda s: print(s, flush=True),
+                        plan=plan, towers=towers)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """Caption corpus for pre-training the embedded image-text and audio-text backbones.
 
-Each item is one object image (colour + shape) and one second of one sound (pitch + timbre), drawn
+Each item is one object image (colour + shape) and one audio-tower window (1 s, or 10 s with the sound
+in part of it: ``_render_item``) of one sound (pitch + timbre), drawn
 by the same renderer as the benchmark videos, with captions made of the attribute words.
 
 split="seen" draws only SEEN attribute pairs (those of the pre-training classes and the rest of the
@@ -57,7 +58,7 @@ def caption_corpus(n: int, seed: int = 0, image_size: int = IMAGE_SIZE,
         # a random time inside the object's motion/rhythm cycle, as a video frame would catch it
         t0 = float(rng.uniform(0, 10))
         images[i] = render_frame([look.at(t0)], sample_background(rng), image_size)
-        audio[i] = render_audio([sample_source(rng, pitch, timbre)], t0,
+        audio[i] = _render_item([sample_source(rng, pitch, timbre)], t0,
                                 float(rng.uniform(0.01, 0.03)), rng, seconds, sample_rate)
         image_captions.append(f"{_article(colour)} {colour} {shape}")
         audio_captions.append(f"{_article(pitch)} {pitch} {timbre}")
@@ -65,6 +66,27 @@ def caption_corpus(n: int, seed: int = 0, image_size: int = IMAGE_SIZE,
         attributes.append({"colour": colour, "shape": shape, "pitch": pitch, "timbre": timbre})
     return {"images": images, "audio": audio, "image_captions": image_captions,
             "audio_captions": audio_captions, "captions": captions, "attributes": attributes}
+
+
+def _render_item(sources: list, t0: float, noise_level: float, rng: np.random.Generator,
+                 seconds: float, sample_rate: int) -> np.ndarray:
+    """One corpus sound: (round(seconds * sample_rate),) float32.
+
+    Up to one second: the sources throughout (the 1 s towers' corpus, unchanged). Longer windows
+    (a clip-length tower, e.g. 10 s) are built second by second like a benchmark clip
+    (``media.render_clip``): the sources audible in ONE contiguous run of whole seconds, its length
+    uniform in 1..seconds and its start uniform, the noise floor throughout. Why: a clip-length
+    tower must name a sound that fills only part of its window, as an event does in an AVE clip.
+    """
+    if seconds <= 1.0:
+        return render_audio(sources, t0, noise_level, rng, seconds, sample_rate)
+    total = int(round(seconds))
+    if abs(total - seconds) > 1e-9:
+        raise ValueError(f"corpus seconds={seconds:g}: windows longer than 1 s must be whole seconds")
+    run = int(rng.integers(1, total + 1))
+    start = int(rng.integers(0, total - run + 1))
+    return np.concatenate([render_audio(sources if start <= t < start + run else [], t0 + t, noise_level,
+                                        rng, 1.0, sample_rate) for t in range(total)])
 
 
 # Named pitch bands (PITCH_HZ +-4 % jitter) widened by this factor on each side: a timbre item's
@@ -84,7 +106,7 @@ def unnamed_pitch(rng: np.random.Generator, low: float = 140.0, high: float = 15
 
 
 def timbre_corpus(n: int, seed: int = 0, sample_rate: int = SAMPLE_RATE, seconds: float = 1.0) -> dict:
-    """n one-second sounds of every timbre at UNNAMED pitches, captioned by their timbre alone.
+    """n sounds (one tower window each) of every timbre at UNNAMED pitches, captioned by their timbre alone.
 
     Why: the seen pairs give each timbre only one or two named pitches, so an audio tower trained
     on them alone learns each (pitch, timbre) sound as a unit and cannot name the timbre of a
@@ -108,7 +130,7 @@ def timbre_corpus(n: int, seed: int = 0, sample_rate: int = SAMPLE_RATE, seconds
         timbre = TIMBRES[i % len(TIMBRES)]  # balanced over timbres
         f0 = unnamed_pitch(rng)
         src = SoundSource("", timbre, f0, float(rng.uniform(0.08, 0.15)), float(rng.uniform(0, 1)))
-        audio[i] = render_audio([src], float(rng.uniform(0, 10)), float(rng.uniform(0.01, 0.03)), rng,
+        audio[i] = _render_item([src], float(rng.uniform(0, 10)), float(rng.uniform(0.01, 0.03)), rng,
                                 seconds, sample_rate)
         captions.append(f"{_article(timbre)} {timbre}")
         attributes.append({"pitch": "", "timbre": timbre, "f0": round(f0, 1)})

@@ -1,0 +1,77 @@
+"""Accuracy cost of ``audio_pass=clip`` on SynthAV: the same cells encoded both ways, paired.
+
+Runs the product's sweep twice on the 10 s-window SynthAV audio tower (backbone spec
+``synthav-10s``; the default tower's 1 s window cannot hear a clip in one pass)::
+
+    avprompt bench --backbones synthav-10s --methods zeroshot-clap,linear-probe --modality a \
+        --shots K,... --audio-pass {segment,clip} --out OUT/{segment,clip}
+
+(a store already holding a cell skips it), then prints, per method, one markdown row per task and
+K: each pass's mean over seeds and clip - segment with its paired 95% CI (two-level bootstrap over
+seeds and the same test videos, ``*`` when it excludes 0), and the audio FLOPs per clip of each pass.
+
+    python benchmarks/bench_audio_pass_accuracy.py [--out runs/audio-pass] [--shots 1,2,4,8,16]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+PASSES = ("segment", "clip")
+METHODS = ("zeroshot-clap@a", "linear-probe@a")
+
+
+def audio_gflop_per_clip(spec: str = "synthav-10s", segments: int = 10) -> dict[str, float]:
+    """{pass: GFLOP of the audio tower for one clip of ``segments`` 1 s segments}."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from avprompt.encoders import load_encoders
+    enc = load_encoders(spec, modalities="a")
+    wave = 0.1 * torch.randn(1, segments, enc.audio.sample_rate, generator=torch.Generator().manual_seed(0))
+    out = {}
+    for mode in PASSES:
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            enc.encode({"audio": wave}, "a", audio_pass=mode)
+        out[mode] = fc.get_total_flops() / 1e9
+    return out
+
+
+def main(argv=None) -> int:
+    from compare_variants import paired_table
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="runs/audio-pass")
+    ap.add_argument("--shots", default="1,2,4,8,16")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the sweep's)")
+    ap.add_argument("--backbones", default="synthav-10s")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    for mode in PASSES:
+        cmd = ["avprompt", "bench", "--backbones", args.backbones, "--methods", "zeroshot-clap,linear-probe",
+               "--modality", "a", "--shots", args.shots, "--audio-pass", mode, "--out", str(out / mode)]
+        if args.seeds:
+            cmd += ["--seeds", args.seeds]
+        t0 = time.monotonic()
+        print("$ " + " ".join(cmd), flush=True)
+        rc = subprocess.run(cmd).returncode
+        if rc:
+            print(f"error: the {mode} sweep failed (rc {rc}); fix it and rerun (done cells are kept)", file=sys.stderr)
+            return rc
+        print(f"{mode}: {time.monotonic() - t0:.0f} s", flush=True)
+    flops = audio_gflop_per_clip(args.backbones)
+    print(f"\naudio tower {args.backbones}: {flops['segment']:.3f} GFLOP per clip (segment) vs "
+          f"{flops['clip']:.3f} (clip): {flops['segment'] / flops['clip']:.1f}x fewer")
+    for method in METHODS:
+        print(f"\n{method}: clip - segment\n")
+        print("\n".join(paired_table(method, [(m, str(out / m)) for m in PASSES])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
