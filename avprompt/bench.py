@@ -62,7 +62,7 @@ class BenchConfig:
     # cells at once on this machine (local executor): 0 = auto, one per CPU core (at most 4; 1 on
     # a GPU) when the sweep is estimated at over 2 minutes, else 1
     jobs: int = 0
-    audio_pass: str = "segment"  # "clip": one audio-tower pass per clip for the cached-feature methods
+    audio_pass: str = "segment"  # "clip": one audio-tower pass per clip (cached-feature methods, DG-SCT)
     plot: str | None = None  # default: <out>/<suite>/curves.png
     overrides: dict = field(default_factory=dict)  # {method_key: {option: value}}
     save_checkpoints: bool = False  # keep each trained cell's own state (seed<S>.ckpt.pt) for `predict`

@@ -54,7 +54,8 @@ def bench_command(
     executor: Optional[Literal["local", "ray"]] = typer.Option(None, "--executor", show_default=_shown(BenchConfig, "executor"), help="where cells run: this machine or a Ray cluster"),
     audio_pass: Optional[Literal["segment", "clip"]] = typer.Option(None, "--audio-pass", show_default=_shown(BenchConfig, "audio_pass"), help="segment (one audio-tower pass per "
                                              "1 s segment, the reference) | clip (one pass per clip, each "
-                                             "segment from its own time span; cached-feature methods)"),
+                                             "segment from its own time span; cached-feature methods and DG-SCT, whose guidance is "
+                                             "then per span)"),
     jobs: Optional[int] = typer.Option(None, "--jobs", show_default=_shown(BenchConfig, "jobs"), help="cells at once on this machine (local executor; "
                                        "0 = one per CPU core, at most 4, for sweeps over ~2 min; "
                                        "1 on a GPU)"),

@@ -120,6 +120,9 @@ class Method(nn.Module):
     #: ``benchmarks/sweep_profile.py --fit``. Only the printed time estimate and the longest-first
     #: order of cells read it; None: a default by ``runs_on``.
     cost_seconds: ClassVar[tuple[float, float] | None] = None
+    #: Audio passes the method implements (``encoders.AUDIO_PASSES``); empty: both for
+    #: runs_on="features" (the cache encodes either way), "segment" only for "network".
+    audio_passes: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -139,6 +142,12 @@ class Method(nn.Module):
         warnings.warn(f"method class {cls.__qualname__}: {', '.join(f'{f}={v}' for f, v in legacy.items())} "
                       f"are deprecated; declare kind = {cls.kind!r} and runs_on = {cls.runs_on!r}",
                       DeprecationWarning, stacklevel=2)
+
+    @classmethod
+    def implemented_audio_passes(cls) -> tuple[str, ...]:
+        """The ``audio_pass`` values this method runs (see ``audio_passes``)."""
+        from avprompt.encoders import AUDIO_PASSES
+        return cls.audio_passes or (tuple(AUDIO_PASSES) if cls.runs_on == "features" else ("segment",))
 
     # ----- derived, read-only views of kind / runs_on -----------------------------------------
     @_Derived
@@ -180,9 +189,10 @@ class Method(nn.Module):
         from avprompt.encoders import AUDIO_PASSES
         if getattr(config, "audio_pass", "segment") not in AUDIO_PASSES:
             raise ValueError(f"method {self.key!r}: audio_pass={config.audio_pass!r}; use {' or '.join(AUDIO_PASSES)}")
-        if getattr(config, "audio_pass", "segment") == "clip" and self.runs_on == "network" and "a" in config.modality:
-            raise ValueError(f"method {self.key!r}: audio_pass=clip is implemented for the frozen-feature "
-                             "methods only (in-network guidance per span is not built yet); use audio_pass=segment")
+        if "a" in config.modality and getattr(config, "audio_pass", "segment") not in self.implemented_audio_passes():
+            raise ValueError(f"method {self.key!r}: audio_pass={config.audio_pass} is not implemented for this "
+                             f"in-network method (it implements {'|'.join(self.implemented_audio_passes())}); "
+                             "use audio_pass=segment")
         self.encoders = encoders  # frozen; registered as a submodule so .to(device) moves it
         self.task = task
         self.config = config

@@ -97,7 +97,7 @@ def plan_sweep(cfg: BenchConfig) -> tuple[list, list[tuple[str, str]]]:
         for task in cfg.tasks:
             for mod in mods:
                 opts = dict(overrides.get(key, {}))
-                if cfg.audio_pass != "segment" and cls.runs_on == "features" and "a" in mod:
+                if cfg.audio_pass != "segment" and cfg.audio_pass in cls.implemented_audio_passes() and "a" in mod:
                     opts.setdefault("audio_pass", cfg.audio_pass)  # the v-only cells stay the same cells
                 for k in shots:
                     for seed in seeds:

@@ -5,6 +5,7 @@ Runs the product's sweep twice on the 10 s-window SynthAV audio tower (backbone 
 
     avprompt bench --backbones synthav-10s --methods zeroshot-clap,linear-probe --modality a \
         --shots K,... --audio-pass {segment,clip} --out OUT/{segment,clip}
+    avprompt bench --backbones synthav-10s --methods dg-sct ... (the same, its av branch)
 
 (a store already holding a cell skips it), then prints, per method, one markdown row per task and
 K: each pass's mean over seeds and clip - segment with its paired 95% CI (two-level bootstrap over
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PASSES = ("segment", "clip")
-METHODS = ("zeroshot-clap@a", "linear-probe@a")
+METHODS = ("zeroshot-clap@a", "linear-probe@a", "dg-sct@av")
 
 
 def audio_gflop_per_clip(spec: str = "synthav-10s", segments: int = 10) -> dict[str, float]:
@@ -53,17 +54,19 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     for mode in PASSES:
-        cmd = ["avprompt", "bench", "--backbones", args.backbones, "--methods", "zeroshot-clap,linear-probe",
-               "--modality", "a", "--shots", args.shots, "--audio-pass", mode, "--out", str(out / mode)]
-        if args.seeds:
-            cmd += ["--seeds", args.seeds]
-        t0 = time.monotonic()
-        print("$ " + " ".join(cmd), flush=True)
-        rc = subprocess.run(cmd).returncode
-        if rc:
-            print(f"error: the {mode} sweep failed (rc {rc}); fix it and rerun (done cells are kept)", file=sys.stderr)
-            return rc
-        print(f"{mode}: {time.monotonic() - t0:.0f} s", flush=True)
+        for methods, modality in (("zeroshot-clap,linear-probe", "a"), ("dg-sct", "av")):
+            cmd = ["avprompt", "bench", "--backbones", args.backbones, "--methods", methods, "--modality", modality,
+                   "--shots", args.shots, "--audio-pass", mode, "--out", str(out / mode)]
+            if args.seeds:
+                cmd += ["--seeds", args.seeds]
+            t0 = time.monotonic()
+            print("$ " + " ".join(cmd), flush=True)
+            rc = subprocess.run(cmd).returncode
+            if rc:
+                print(f"error: the {mode} sweep failed (rc {rc}); fix it and rerun (done cells are kept)",
+                      file=sys.stderr)
+                return rc
+            print(f"{mode} {methods}: {time.monotonic() - t0:.0f} s", flush=True)
     flops = audio_gflop_per_clip(args.backbones)
     print(f"\naudio tower {args.backbones}: {flops['segment']:.3f} GFLOP per clip (segment) vs "
           f"{flops['clip']:.3f} (clip): {flops['segment'] / flops['clip']:.1f}x fewer")

@@ -72,10 +72,10 @@ def test_in_network_methods_refuse_clip_and_the_sweep_refuses_a_short_tower(tiny
     from avprompt.encoders import load_encoders
     from avprompt.registry import get_method
     from avprompt.task import TaskSpec
-    cls = get_method("dg-sct")
+    cls = get_method("maple")
     task = TaskSpec("ave", "segment", ("a", "b"), num_segments=2)
-    with pytest.raises(ValueError, match="audio_pass=clip is implemented for the frozen-feature"):
-        cls(load_encoders("tiny"), task, cls.default_config(audio_pass="clip"))
+    with pytest.raises(ValueError, match="audio_pass=clip is not implemented for this in-network method"):
+        cls(load_encoders("tiny"), task, cls.default_config(audio_pass="clip", modality="a"))
     monkeypatch.setenv("AVPROMPT_SYNTH_SIZE", "tiny")
     cfg = BenchConfig(shots=[1], seeds=[1], tasks=["ave"], methods="zeroshot-clap", backbones="tiny",
                       synth_size="tiny", out=str(tmp_path / "o"), audio_pass="clip")

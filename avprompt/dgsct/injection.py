@@ -107,17 +107,31 @@ def block_outputs(blocks: list[Recording], last: torch.Tensor) -> list[torch.Ten
 def embed_paired(encoders, injections: nn.ModuleDict, pairs: list[tuple[int, int]], batch: dict,
                  placement: str = "split", checkpoint_frozen: bool = False,
                  keep_vision: list | None = None,
-                 checkpoint_modules: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                 checkpoint_modules: bool = False,
+                 audio_pass: str = "segment") -> tuple[torch.Tensor, torch.Tensor]:
     """Frames (B, T, 3, S, S), audio (B, T, S_a) -> tower embeddings f_v (B, T, D_v), f_a (B, T, D_a)
     with DG-SCT's modules injected (``placement`` "split": paper eq. 1-2; "reference": released code).
     ``keep_vision``: a list that receives every vision block's output tokens (B*T, L, C), modules
     included (dense task heads read them). ``checkpoint_frozen`` / ``checkpoint_modules``: activation
     checkpointing of the frozen block halves / of each DG-SCT pair (its (N, L, d) spatial and channel
     intermediates at HTS-AT's first stage are the largest tensors a step keeps), recomputed in the
-    backward pass."""
+    backward pass. ``audio_pass="clip"``: the audio tower runs once per clip (B rows, not B*T) and
+    each pair sees which segment's span every audio token hears (``DGSCTPair``); f_a pools each
+    segment's span of the final tokens (``AudioTower.pool_spans``)."""
     vt, at = encoders.vision, encoders.audio
     frames, audio = batch["frames"], batch["audio"]
     B, T = frames.shape[:2]
+    clip = audio_pass == "clip"
+    if clip:
+        samples = audio.shape[1] * audio.shape[2]
+        at.check_clip_window(samples)
+        span_cache: dict[int, torch.Tensor] = {}
+
+        def spans_of(tokens: torch.Tensor) -> torch.Tensor:
+            L = tokens.shape[1]
+            if L not in span_cache:
+                span_cache[L] = at.span_weights(L, samples, T).to(tokens.device, tokens.dtype)
+            return span_cache[L]
     v_blocks = [Recording(b, checkpoint_frozen) for b in vt.blocks]
     a_blocks = [Recording(b, checkpoint_frozen) for b in at.blocks]
     paper = placement == "split"
@@ -131,14 +145,17 @@ def embed_paired(encoders, injections: nn.ModuleDict, pairs: list[tuple[int, int
             src_v, src_a = xv, xa
         else:  # code: the vision MLP's input (p1 added) and the audio tokens (p1 added)
             src_v, src_a = bv.mlp_in, xa
+        extra = {"spans": spans_of(src_a)} if clip else {}
         if checkpoint_modules and torch.is_grad_enabled():
-            dv, da = checkpoint(inj, src_v, src_a, T, use_reentrant=False)
+            dv, da = checkpoint(inj, src_v, src_a, T, use_reentrant=False, **extra)
         else:
-            dv, da = inj(src_v, src_a, T)
+            dv, da = inj(src_v, src_a, T, **extra)
         return (xv if dv is None else xv + dv), (xa if da is None else xa + da)
 
-    xv, xa = run_paired(v_blocks, vt.embed(frames.flatten(0, 1)), a_blocks, at.embed(audio.flatten(0, 1)),
+    xa = at.embed(audio.flatten(1) if clip else audio.flatten(0, 1))
+    xv, xa = run_paired(v_blocks, vt.embed(frames.flatten(0, 1)), a_blocks, xa,
                         hook, pairs=pairs, mode="split" if paper else "vision-split")
     if keep_vision is not None:
         keep_vision.extend(block_outputs(v_blocks, xv))
-    return vt.project(xv).view(B, T, -1), at.project(xa).view(B, T, -1)
+    fa = at.pool_spans(xa, samples, T) if clip else at.project(xa).view(B, T, -1)
+    return vt.project(xv).view(B, T, -1), fa

@@ -202,6 +202,7 @@ class DGSCT(Method):
     supported_modalities = ("av",)
     kind = "train"
     runs_on = "network"  # it changes the encoders' internal tokens
+    audio_passes = ("segment", "clip")  # clip: per-span guidance (``DGSCTPair``)
     cost_seconds = (40.97, 0.14)  # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit)
     carried_at_transfer = ("alpha", "beta", "gamma", "fusion")  # zero-shot evaluates as it pre-trained
     reference_overrides = {"preset": "reference"}  # the released code, for ``methods --params``
@@ -289,7 +290,8 @@ class DGSCT(Method):
         """Frames (B, T, 3, S, S), audio (B, T, S_a) -> tower embeddings f_v (B, T, D_v), f_a (B, T, D_a)."""
         return embed_paired(self.encoders, self.injections, self.pairs, batch,
                             self.choices["placement"], self.config.checkpoint_frozen,
-                            checkpoint_modules=self.config.checkpoint_modules)
+                            checkpoint_modules=self.config.checkpoint_modules,
+                            audio_pass=self.config.audio_pass)
 
     # ----- heads, logits, loss -------------------------------------------------------------------
     @property

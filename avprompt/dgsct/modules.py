@@ -211,6 +211,12 @@ class DGSCTPair(nn.Module):
     """A2V and V2A at one injection point: (v, a) -> (Omega_a2v, Omega_v2a), either may be None.
 
     v: (B*T, L_v, C_v) vision tokens; a: (B*T, L_a, C_a) audio tokens; T segments per clip.
+
+    ``spans`` (audio_pass=clip): a is (B, L_a, C_a), one pass over each whole clip, and spans (T, L_a)
+    says which segment's time span each audio token hears (``AudioTower.span_weights``, columns
+    summing to 1). Then frame t is guided by the audio tokens of span t alone (the others zeroed
+    before psi), and V2A is computed once per frame over the clip's tokens, each token keeping the
+    update of its own span's frame (span-weighted sum): Omega_v2a (B, L_a, C_a).
     """
 
     def __init__(self, v_shape: tuple[int, int], a_shape: tuple[int, int], opts: ModuleOptions,
@@ -221,11 +227,16 @@ class DGSCTPair(nn.Module):
         self.a2v = CrossModalAttention(la, ca, lv, cv, opts) if a2v else None
         self.v2a = CrossModalAttention(lv, cv, la, ca, opts) if v2a else None
 
-    def forward(self, v: torch.Tensor, a: torch.Tensor, T: int):
+    def forward(self, v: torch.Tensor, a: torch.Tensor, T: int, spans: torch.Tensor | None = None):
+        a_guide = a
+        if spans is not None:  # clip pass: one copy of the clip's tokens per segment row
+            w = spans.to(a.dtype)  # (T, L_a)
+            a_guide = a.repeat_interleave(T, 0) * w.repeat(a.shape[0], 1).unsqueeze(-1)  # span t's tokens only
+            a = a.repeat_interleave(T, 0)  # (B*T, L_a, C_a), row b*T + t
         v_in, a_in = v, a
         mv = ma = None
         if self.a2v is not None:
-            v, mv, gm_v = self.a2v.attend(a_in, v_in)
+            v, mv, gm_v = self.a2v.attend(a_guide, v_in)
         if self.v2a is not None:
             a, ma, gm_a = self.v2a.attend(v_in, a_in)
         gv = ga = None
@@ -235,7 +246,12 @@ class DGSCTPair(nn.Module):
                 # spatial-channel attentive vision (plain tokens where that direction is off)
                 a_cf = a if ma is None else (ma + 1) * a
                 v_cs = v if mv is None else (mv + 1) * v
-                seq_for_v, seq_for_a = a_cf.mean(1), v_cs.mean(1)
+                if spans is None:
+                    seq_for_v = a_cf.mean(1)
+                else:  # the mean over span t's tokens
+                    wn = w / w.sum(1, keepdim=True)
+                    seq_for_v = torch.einsum("btlc,tl->btc", a_cf.view(-1, T, *a_cf.shape[1:]), wn).flatten(0, 1)
+                seq_for_a = v_cs.mean(1)
             else:  # reference: each direction's projected guide, per segment (target width)
                 seq_for_v = gm_v if self.a2v is not None else None
                 seq_for_a = gm_a if self.v2a is not None else None
@@ -246,4 +262,6 @@ class DGSCTPair(nn.Module):
         # the latent-token update (reference) is internal: only Omega reaches the residual stream
         dv = self.a2v.output(v, mv, gv) if self.a2v is not None else None
         da = self.v2a.output(a, ma, ga) if self.v2a is not None else None
+        if da is not None and spans is not None:  # each token keeps its own span's update
+            da = torch.einsum("btlc,tl->blc", da.view(-1, T, *da.shape[1:]), w)
         return dv, da

@@ -202,29 +202,65 @@ class AudioTower(FrozenTower):
         latent = torch.flatten(h.avgpool(torch.flatten(x, 2)), 1)  # (N, C)
         return self.model.audio_projection(latent)
 
+    def check_clip_window(self, samples: int) -> None:
+        """One-line error when a clip of ``samples`` does not fit the tower's input window."""
+        if samples > self.clip_samples:
+            raise ValueError(f"audio_pass=clip: the clip ({samples / self.sample_rate:g} s) is longer than the audio "
+                             f"tower's input window ({self.clip_samples / self.sample_rate:g} s, {self.arch}); "
+                             "use audio_pass=segment")
+
+    @staticmethod
+    def _span_overlap(lo: torch.Tensor, hi: torch.Tensor, samples: int, spans: int) -> torch.Tensor:
+        """(spans, P) overlap, in samples, of intervals [lo_p, hi_p) with the ``spans`` equal spans
+        of [0, samples)."""
+        edge = torch.arange(spans + 1, dtype=torch.float64) * samples / spans
+        return (torch.minimum(hi[None, :], edge[1:, None]) - torch.maximum(lo[None, :], edge[:-1, None])).clamp(min=0)
+
+    def span_weights(self, tokens: int, samples: int, spans: int) -> torch.Tensor:
+        """Which time span each token of a Swin stage hears: (spans, tokens) float64, entry [t, l] =
+        the fraction of token l's time extent inside span t (samples [t S/spans, (t+1) S/spans) of a
+        clip of S = ``samples``); each column sums to 1 for a token inside the clip, less for one
+        over the padding of a clip shorter than the window.
+
+        HTS-AT's layout (``reshape_wav2img``): the spectrogram's time is cut into ``freq_ratio``
+        chunks stacked along the image's height, so token (i, j) of an H x W stage grid (row-major)
+        lies in chunk i // (H / freq_ratio) at time position j of W in that chunk; the spectrogram's
+        frames are spread evenly over the fitted waveform."""
+        h = self.model.audio_branch
+        side = int(round(tokens ** 0.5))
+        if side * side != tokens or side % h.freq_ratio:
+            raise ValueError(f"span_weights: {tokens} tokens are not a square grid of {h.freq_ratio} chunks")
+        fitted = self.fit_length(torch.zeros(1, samples)).shape[1]
+        rows_per_chunk = side // h.freq_ratio
+        chunk = torch.arange(side) // rows_per_chunk  # (H,) chunk of each token row
+        start = (chunk[:, None] * side + torch.arange(side)[None, :]).flatten().double()  # (L,) position
+        per = fitted / (h.freq_ratio * side)  # samples per time position
+        return self._span_overlap(start * per, (start + 1) * per, samples, spans) / per
+
+    def pool_spans(self, tokens: torch.Tensor, samples: int, spans: int) -> torch.Tensor:
+        """Final tokens (N, L, C) of a clip of ``samples`` -> one embedding per span (N, spans, D):
+        HTS-AT's pooled embedding restricted to the time positions a span covers (weighted by
+        overlap), through the same projection."""
+        n, s = tokens.shape[0], samples
+        fitted = self.fit_length(torch.zeros(1, s)).shape[1]
+        x = self.time_grid(tokens)  # (N, C, F, P)
+        P = x.shape[-1]
+        pos = torch.arange(P + 1, dtype=torch.float64) * fitted / P  # position edges, in samples
+        w = self._span_overlap(pos[:-1], pos[1:], s, spans)
+        w = (w / w.sum(1, keepdim=True)).to(x.dtype)  # (spans, P), rows sum to 1
+        latent = torch.einsum("ncfp,tp->ntc", x, w) / x.shape[2]  # mean over F, span-weighted over P
+        return self.model.audio_projection(latent).view(n, spans, -1)
+
     def encode_spans(self, wave: torch.Tensor, spans: int) -> torch.Tensor:
         """One pass over a whole clip, one embedding per time span: (N, S) -> (N, spans, D).
 
         ``audio_pass="clip"``: span t (samples [t S/spans, (t+1) S/spans)) gets HTS-AT's pooled
-        embedding restricted to the time positions it covers (weighted by overlap), through the
-        same projection; ``spans=1`` is exactly ``encode``. The clip must fit the tower's input
-        window (``clip_samples``); a shorter clip is fitted as in ``encode`` and its spans map onto
-        the part of the window the clip occupies."""
-        n, s = wave.shape
-        if s > self.clip_samples:
-            raise ValueError(f"audio_pass=clip: the clip ({s / self.sample_rate:g} s) is longer than the audio "
-                             f"tower's input window ({self.clip_samples / self.sample_rate:g} s, {self.arch}); "
-                             "use audio_pass=segment")
-        fitted = self.fit_length(wave).shape[1]
-        x = self.time_grid(run_blocks(self.blocks, self.embed(wave)))  # (N, C, F, P)
-        P = x.shape[-1]
-        pos = torch.arange(P + 1, dtype=torch.float64) * fitted / P  # position edges, in samples
-        edge = torch.arange(spans + 1, dtype=torch.float64) * s / spans  # span edges
-        overlap = (torch.minimum(pos[None, 1:], edge[1:, None]) - torch.maximum(pos[None, :-1], edge[:-1, None]))
-        w = overlap.clamp(min=0)
-        w = (w / w.sum(1, keepdim=True)).to(x.dtype)  # (spans, P), rows sum to 1
-        latent = torch.einsum("ncfp,tp->ntc", x, w) / x.shape[2]  # mean over F, span-weighted over P
-        return self.model.audio_projection(latent)
+        embedding restricted to the time positions it covers (``pool_spans``); ``spans=1`` is
+        exactly ``encode``. The clip must fit the tower's input window (``clip_samples``); a
+        shorter clip is fitted as in ``encode`` and its spans map onto the part of the window the
+        clip occupies."""
+        self.check_clip_window(wave.shape[1])
+        return self.pool_spans(run_blocks(self.blocks, self.embed(wave)), wave.shape[1], spans)
 
     @property
     def logit_scale(self):
