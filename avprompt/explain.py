@@ -56,6 +56,11 @@ def _check(method) -> None:
     if method.key not in EXPLAINED or not hasattr(method, "injections"):
         raise ValueError(f"explain reads DG-SCT's attention modules; this cell is {method.key!r}: give a "
                          f"dg-sct cell (saved with `avprompt bench --methods dg-sct --save-checkpoints`)")
+    if getattr(method.config, "audio_pass", "segment") != "segment":
+        # the maps are drawn per 1 s segment over that segment's spectrogram; a clip pass has one
+        # token grid per clip, seen under each frame's guidance (not drawn yet)
+        raise ValueError("explain draws DG-SCT's maps per 1 s segment; this cell ran audio_pass="
+                         f"{method.config.audio_pass}: explain a cell run with --audio-pass segment")
 
 
 def unfold_audio_grid(m: np.ndarray, grid: tuple[int, int], freq_ratio: int) -> np.ndarray:

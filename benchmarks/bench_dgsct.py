@@ -12,7 +12,8 @@ Settings (``SETTINGS``): the reference-style computation (frozen template text f
 recomputed every step, the prompt projection psi and eq. 3-4 as written -- 1x1 conv over tokens,
 then the Linear; the (N, L, d) spatial product --, no activation checkpointing, fp32), text cached,
 the shipped one (text cached, psi and eq. 3-4 in the cheaper orders), and the shipped one with activation checkpointing of the frozen block halves
-(``checkpoint_frozen``), of DG-SCT's modules (``checkpoint_modules``) and of both; speed-up and
+(``checkpoint_frozen``), of DG-SCT's modules (``checkpoint_modules``) and of both, and the shipped
+one with ``audio_pass=clip`` (one audio-tower pass per clip: a different computation); speed-up and
 memory are relative to the first, measured in one run. Peak memory: CUDA max allocated on GPU; on
 CPU the peak resident memory above the built model's, sampled every 2 ms over the warm-up and
 timed steps (what training adds on top of holding the model).
@@ -66,7 +67,8 @@ class RssSampler:
 
 
 def worker(spec: str, segments: int, batch: int, steps: int, device: str, bf16: bool,
-           checkpoint: bool, cache_text: bool, threads: int, cheap_order: bool = True) -> dict:
+           checkpoint: bool, cache_text: bool, threads: int, cheap_order: bool = True,
+           audio_pass: str = "segment") -> dict:
     import torch
 
     import avprompt  # noqa: F401
@@ -77,7 +79,8 @@ def worker(spec: str, segments: int, batch: int, steps: int, device: str, bf16: 
     keep_freed_memory()  # as the product's worker processes do
     from avprompt.dgsct.modules import CrossModalAttention, PromptProjection
     PromptProjection.cheapest_order = CrossModalAttention.cheapest_order = cheap_order
-    model, b = build(spec, batch, segments, checkpoint, torch.device(device), cache_text=cache_text)
+    model, b = build(spec, batch, segments, checkpoint, torch.device(device), cache_text=cache_text,
+                     audio_pass=audio_pass)
     model.train()
     from avprompt.engine import loop
 
@@ -100,26 +103,29 @@ def worker(spec: str, segments: int, batch: int, steps: int, device: str, bf16: 
             "trainable_m": sum(p.numel() for p in params) / 1e6}
 
 
-def run_worker(args, spec: str, segments: int, cache_text: bool, cheap_order: bool = True) -> dict:
+def run_worker(args, spec: str, segments: int, cache_text: bool, cheap_order: bool = True,
+               audio_pass: str = "segment") -> dict:
     cmd = [sys.executable, __file__, "--worker", "--backbones", spec, "--segments", str(segments),
            "--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device,
            "--threads", str(args.threads)]
     cmd += ["--bf16"] * args.bf16 + ["--checkpoint", args.checkpoint] + ["--no-cache"] * (not cache_text)
-    cmd += ["--tokens-first"] * (not cheap_order)
+    cmd += ["--tokens-first"] * (not cheap_order) + ["--audio-pass", audio_pass]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"worker failed for {spec}: {out.stderr.strip().splitlines()[-1]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-#: (name, cache_text, checkpoint_frozen, cheaper orders); the first is the reference-style
-#: computation (psi as written: 1x1 conv over tokens, then the Linear; eq. 3-4 as written)
-SETTINGS = [("reference-style (text every step, psi and eq. 3-4 as written)", False, "none", False),
-            ("text cached, psi and eq. 3-4 as written", True, "none", False),
-            ("shipped (text cached, psi and eq. 3-4 in the cheaper orders)", True, "none", True),
-            ("shipped + checkpointing of the frozen blocks", True, "frozen", True),
-            ("shipped + checkpointing of the DG-SCT modules", True, "modules", True),
-            ("shipped + checkpointing of both", True, "all", True)]
+#: (name, cache_text, checkpoint_frozen, cheaper orders, audio_pass); the first is the
+#: reference-style computation (psi as written: 1x1 conv over tokens, then the Linear; eq. 3-4 as
+#: written); the last changes what is computed (one audio pass per clip), not only how
+SETTINGS = [("reference-style (text every step, psi and eq. 3-4 as written)", False, "none", False, "segment"),
+            ("text cached, psi and eq. 3-4 as written", True, "none", False, "segment"),
+            ("shipped (text cached, psi and eq. 3-4 in the cheaper orders)", True, "none", True, "segment"),
+            ("shipped + checkpointing of the frozen blocks", True, "frozen", True, "segment"),
+            ("shipped + checkpointing of the DG-SCT modules", True, "modules", True, "segment"),
+            ("shipped + checkpointing of both", True, "all", True, "segment"),
+            ("shipped + audio_pass=clip (one audio pass per clip)", True, "none", True, "clip")]
 
 
 def main(argv=None):
@@ -134,11 +140,12 @@ def main(argv=None):
     p.add_argument("--checkpoint", default="none", choices=["none", "frozen", "modules", "all"])
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--tokens-first", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--audio-pass", default="segment", choices=["segment", "clip"], help=argparse.SUPPRESS)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         r = worker(args.backbones, args.segments, args.batch, args.steps, args.device, args.bf16,
-                   args.checkpoint, not args.no_cache, args.threads, not args.tokens_first)
+                   args.checkpoint, not args.no_cache, args.threads, not args.tokens_first, args.audio_pass)
         print(json.dumps(r))
         return
     spec = FULL if args.backbones == "full" else args.backbones
@@ -146,9 +153,15 @@ def main(argv=None):
           f"{args.threads} threads (each setting in its own process, the product's training loop)")
     print(f"{'setting':<48} {'step s':>8} {'peak MiB':>9} {'speed-up':>9} {'memory':>7}")
     base = None
-    for name, cache, ckpt, cheap in SETTINGS:
+    for name, cache, ckpt, cheap, audio_pass in SETTINGS:
         args.checkpoint = ckpt
-        r = run_worker(args, spec, args.segments, cache, cheap)
+        try:
+            r = run_worker(args, spec, args.segments, cache, cheap, audio_pass)
+        except SystemExit as e:
+            if audio_pass == "segment":
+                raise
+            print(f"{name:<48} n/a: {e}", flush=True)  # e.g. a 1 s audio window (tiny towers)
+            continue
         base = base or r
         print(f"{name:<48} {r['step_s']:>8.2f} {r['peak_mib']:>9.0f} {base['step_s'] / r['step_s']:>8.2f}x "
               f"{r['peak_mib'] / max(base['peak_mib'], 1e-9):>6.2f}x", flush=True)

@@ -33,10 +33,12 @@ def _peak(name: str):
     return None
 
 
-def build(backbones: str, batch: int, segments: int, ckpt, device, cache_text: bool = True):
+def build(backbones: str, batch: int, segments: int, ckpt, device, cache_text: bool = True,
+          audio_pass: str = "segment"):
     """DG-SCT (paper preset) on random-weight towers + one seeded batch, both on ``device``
     (also used by ``bench_dgsct.py``). ``ckpt``: activation checkpointing, "none" | "frozen" (the
-    frozen block halves) | "modules" (each DG-SCT pair) | "all"; True = "all"."""
+    frozen block halves) | "modules" (each DG-SCT pair) | "all"; True = "all". ``audio_pass``:
+    DG-SCT's option (clip: one audio-tower pass per clip, guidance per span)."""
     import torch
 
     from avprompt.dgsct.method import DGSCT
@@ -49,7 +51,7 @@ def build(backbones: str, batch: int, segments: int, ckpt, device, cache_text: b
     ckpt = {True: "all", False: "none"}.get(ckpt, ckpt)
     model = DGSCT(enc, task, DGSCT.default_config(checkpoint_frozen=ckpt in ("frozen", "all"),
                                                   checkpoint_modules=ckpt in ("modules", "all"),
-                                                  cache_text=cache_text)).to(device)
+                                                  cache_text=cache_text, audio_pass=audio_pass)).to(device)
     s = enc.vision.image_size
     g = torch.Generator().manual_seed(0)
     b = {"frames": torch.randn(batch, segments, 3, s, s, generator=g),

@@ -108,3 +108,15 @@ def test_a_sweep_cell_runs_with_the_clip_pass(tiny_world, tmp_path, monkeypatch)
     assert out["failed"] == 0 and out["ran"] == 1
     rec = read_result(next((tmp_path / "o").rglob("seed1.json")))
     assert rec["status"] == "ok" and rec["config"]["audio_pass"] == "clip"
+
+
+def test_checkpointed_modules_give_the_same_clip_pass_and_explain_refuses_it(enc, dgsct):
+    from avprompt.dgsct.injection import embed_paired
+    from avprompt.explain import attention_maps
+    batch = {"frames": torch.randn(1, T, 3, enc.vision.image_size, enc.vision.image_size),
+             "audio": 0.1 * torch.randn(1, T, enc.audio.sample_rate)}
+    outs = [embed_paired(enc, dgsct.injections, dgsct.pairs, batch, checkpoint_modules=ck, audio_pass="clip")
+            for ck in (False, True)]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*outs))
+    with pytest.raises(ValueError, match="audio_pass=clip"):
+        attention_maps(dgsct, batch)

@@ -136,8 +136,9 @@ def build_backbones(out_dir: str | Path = ASSETS, minutes_budget: float = 14.0, 
     """Pre-train the towers, evaluate, write weights + manifest into ``out_dir``; return the manifest.
 
     ``plan`` overrides FULL/QUICK (e.g. ``dataclasses.replace(FULL, train_items=...)``).
-    ``towers``: which to (re)build (default: the plan's); a tower left out keeps its file and manifest entry in
-    ``out_dir`` (which must then hold a manifest), each entry naming the command that built it.
+    ``towers``: which to (re)build (default: the plan's); a tower of the plan left out keeps its
+    file and manifest entry in ``out_dir`` (which must then hold a manifest), each entry naming the
+    command that built it.
     """
     from avprompt.encoders import load_encoders
     from avprompt.synthav.corpus import caption_corpus, timbre_corpus
