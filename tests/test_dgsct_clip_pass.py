@@ -30,10 +30,12 @@ def dgsct(enc):
     return m.eval()  # BatchNorm on running statistics: rows do not share batch statistics
 
 
-def test_span_weights_match_the_tokens_a_sound_reaches(enc):
+@pytest.mark.parametrize("spec", ["synthav-10s", "clap=HTSAT-tiny"])
+def test_span_weights_match_the_tokens_a_sound_reaches(spec):
     """Sound added in the middle of span 7 changes, at HTS-AT's first stage, only tokens that the
-    span weights place (partly) in span 7, and most of span 7's tokens."""
-    at = enc.audio
+    span weights place (partly) in span 7, and most of span 7's tokens (the embedded 10 s tower:
+    16 mel bands, freq_ratio 4; laion-clap's HTSAT-tiny at real size: 48 kHz, 64 mel bands)."""
+    at = load_encoders(spec, modalities="a").audio
     rate = at.sample_rate
     g = torch.Generator().manual_seed(0)
     wave = 0.02 * torch.randn(1, T * rate, generator=g)
