@@ -231,8 +231,8 @@ class DGSCTPair(nn.Module):
         a_guide = a
         if spans is not None:  # clip pass: one copy of the clip's tokens per segment row
             w = spans.to(a.dtype)  # (T, L_a)
-            a_guide = a.repeat_interleave(T, 0) * w.repeat(a.shape[0], 1).unsqueeze(-1)  # span t's tokens only
             a = a.repeat_interleave(T, 0)  # (B*T, L_a, C_a), row b*T + t
+            a_guide = a * w.repeat(a.shape[0] // T, 1).unsqueeze(-1)  # span t's tokens only
         v_in, a_in = v, a
         mv = ma = None
         if self.a2v is not None:

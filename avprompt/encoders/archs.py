@@ -42,18 +42,16 @@ CLAP_ARCHS: dict[str, dict] = {
                   "depths": [2, 2, 2], "num_heads": [2, 4, 8], "window_size": 4},
         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 3},
     },
-    # The same Swin as avp-htsat-synthav over a 10 s window (like HTS-AT's own): one pass hears a
-    # whole clip, so ``audio_pass=clip`` can be measured on SynthAV. 40 ms hop (251 frames) and 16
-    # mel bands keep the spectrogram image 64 x 64, i.e. the same FLOPs per pass as the 1 s tower;
-    # freq_ratio 4 leaves 16 time positions on the last grid (real HTS-AT: 32 per 10 s).
-    "avp-htsat-synthav-10s": {
-        "joint_embed_dim": 96,
-        "audio_cfg": {"sample_rate": 16000, "clip_samples": 160000, "window_size": 1024, "hop_size": 640,
-                      "mel_bins": 16, "fmin": 50, "fmax": 8000, "audio_length": 1024, "class_num": 1},
-        "htsat": {"spec_size": 64, "patch_size": 4, "patch_stride": [4, 4], "embed_dim": 32,
-                  "depths": [2, 2, 2], "num_heads": [2, 4, 8], "window_size": 4},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 3},
-    },
+}
+
+# The same Swin as avp-htsat-synthav over a 10 s window (like HTS-AT's own): one pass hears a
+# whole clip, so ``audio_pass=clip`` can be measured on SynthAV. 40 ms hop (251 frames) and 16 mel
+# bands keep the spectrogram image 64 x 64, i.e. the same FLOPs per pass as the 1 s tower;
+# freq_ratio 4 leaves 16 time positions on the last grid (real HTS-AT: 32 per 10 s).
+CLAP_ARCHS["avp-htsat-synthav-10s"] = {
+    **CLAP_ARCHS["avp-htsat-synthav"],
+    "audio_cfg": {**CLAP_ARCHS["avp-htsat-synthav"]["audio_cfg"], "clip_samples": 160000, "window_size": 1024,
+                  "hop_size": 640, "mel_bins": 16},
 }
 
 # laion-clap's own presets (create_htsat_model), for listing and validation.
