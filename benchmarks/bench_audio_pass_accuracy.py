@@ -29,18 +29,12 @@ METHODS = ("zeroshot-clap@a", "linear-probe@a", "dg-sct@av")
 
 def audio_gflop_per_clip(spec: str = "synthav-10s", segments: int = 10) -> dict[str, float]:
     """{pass: GFLOP of the audio tower for one clip of ``segments`` 1 s segments}."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    from bench_audio_pass import clip_wave, gflop_per_clip
 
     from avprompt.encoders import load_encoders
     enc = load_encoders(spec, modalities="a")
-    wave = 0.1 * torch.randn(1, segments, enc.audio.sample_rate, generator=torch.Generator().manual_seed(0))
-    out = {}
-    for mode in PASSES:
-        with FlopCounterMode(display=False) as fc, torch.no_grad():
-            enc.encode({"audio": wave}, "a", audio_pass=mode)
-        out[mode] = fc.get_total_flops() / 1e9
-    return out
+    wave = clip_wave(enc, segments)
+    return {mode: gflop_per_clip(enc, wave, mode) for mode in PASSES}
 
 
 def main(argv=None) -> int:
