@@ -48,10 +48,33 @@ def claim_owner(root: str | os.PathLike, key: CellKey) -> dict | None:
     return owner
 
 
+def _create_with(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text`` in one step, or raise FileExistsError.
+
+    The claim is written to a private file and hard-linked into place, so no other sweep ever
+    reads a claim that exists but is still empty: one created with ``O_EXCL`` and then written
+    could be read in between as unreadable, taken for stale and taken over (both sweeps then
+    computed the cell). Where hard links are unavailable, ``O_EXCL`` then write."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links on this file system
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def claim_cell(root: str | os.PathLike, key: CellKey) -> dict | None:
     """Claim ``key`` for this process. Returns None on success, else the live owner's claim.
 
-    The claim file is created exclusively (``O_EXCL``); a stale claim (dead owner on this host, or
+    The claim file is created exclusively, content included (``_create_with``); a stale claim (dead owner on this host, or
     older than ``CLAIM_TTL_S``) is removed and the claim retried once. Temporary files a killed
     writer left for this cell are removed once the claim is ours (nobody else writes the cell).
     """
@@ -60,7 +83,7 @@ def claim_cell(root: str | os.PathLike, key: CellKey) -> dict | None:
     me = {"pid": os.getpid(), "host": platform.node(), "time": _dt.datetime.now().timestamp()}
     for _ in range(2):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            _create_with(path, json.dumps(me))
         except FileExistsError:
             owner = claim_owner(root, key)
             if owner is not None:
@@ -70,8 +93,6 @@ def claim_cell(root: str | os.PathLike, key: CellKey) -> dict | None:
             except FileNotFoundError:
                 pass
             continue
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(me, f)
         stem = result_path(root, key).stem
         for tmp in path.parent.glob(f".{stem}.*.tmp"):
             tmp.unlink(missing_ok=True)
