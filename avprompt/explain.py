@@ -79,7 +79,7 @@ def unfold_audio_grid(m: np.ndarray, grid: tuple[int, int], freq_ratio: int) -> 
 def _log_mel(tower, audio: torch.Tensor) -> np.ndarray:
     """(T, S) waveforms -> (T, F_mel, N_frames) log-mel as HTS-AT computes it before its bn0."""
     h = tower.model.audio_branch
-    x = h.logmel_extractor(h.spectrogram_extractor(tower.fit_length(audio)))  # (T, 1, frames, mels)
+    x = h.logmel_extractor(tower.spectrogram(tower.fit_length(audio)))  # (T, 1, frames, mels)
     return x[:, 0].transpose(1, 2).float().numpy()
 
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avprompt.encoders.hooks import TowerHook, run_blocks
+from avprompt.encoders.hooks import TowerHook, pre_only, run_blocks
 from avprompt.method import Method
 from avprompt.prompt_learner import PromptConfig, build_learners
 from avprompt.registry import register_method
@@ -119,7 +119,7 @@ class MaPLe(Method):
                 return x
             p = deep[i].to(x.dtype).expand(x.shape[0], -1, -1)  # (K, n_ctx, W_t)
             return torch.cat([x[:, :1], p, x[:, 1 + n:]], dim=1)
-        return hook
+        return pre_only(hook)
 
     def tower_hook(self, m: str) -> TowerHook:
         """Vision: append (block 0) / replace (deep blocks) the last n_ctx tokens. Audio: add offsets."""
@@ -136,12 +136,14 @@ class MaPLe(Method):
             if point != "pre" or i >= len(prompts):
                 return x
             return x + prompts[i].mean(0).to(x.dtype)  # (N, H*W, C_i) + (C_i,)
-        return vision if m == "v" else audio
+        return pre_only(vision) if m == "v" else pre_only(audio)
 
     # ----- encoding --------------------------------------------------------------------------
     def encode_media(self, x: torch.Tensor, m: str, hook: TowerHook | None = None) -> torch.Tensor:
         """(N, ...) frames or waveforms -> (N, D) prompted embeddings (prompt tokens removed)."""
         tower = self.encoders.tower(m)
+        if m == "v" and tower.pooled_token is not None:  # the class token only: prompts never reach the output
+            return tower.encode(x, hook or self.tower_hook(m))
         tokens = run_blocks(tower.blocks, tower.embed(x), hook or self.tower_hook(m))
         if m == "v":
             tokens = tokens[:, : -self.prompt_learners[m].n_ctx]  # (N, 1+G*G, C): CLS + patches

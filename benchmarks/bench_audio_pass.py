@@ -24,9 +24,10 @@ def clip_wave(enc, segments: int = 10) -> torch.Tensor:
 
 
 def gflop_per_clip(enc, wave: torch.Tensor, mode: str) -> float:
-    """GFLOP of the audio tower encoding one clip with ``audio_pass=mode`` (FlopCounterMode)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
+    """GFLOP of the audio tower encoding one clip with ``audio_pass=mode`` (FlopCounterMode, plus
+    the spectrogram's FFT: ``avprompt.flops``)."""
+    from avprompt.flops import flop_counter
+    with flop_counter() as fc, torch.no_grad():
         enc.encode({"audio": wave}, "a", audio_pass=mode)
     return fc.get_total_flops() / 1e9
 

@@ -61,9 +61,9 @@ def build(backbones: str, batch: int, segments: int, ckpt, device, cache_text: b
 
 
 def count_flops(model, batch) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+    from avprompt.flops import flop_counter  # FlopCounterMode + the spectrogram's FFT
     model.train()
-    with FlopCounterMode(display=False) as fc:
+    with flop_counter() as fc:
         model.loss(model(batch), batch).backward()
     model.zero_grad(set_to_none=True)
     return fc.get_total_flops()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from avprompt.flops import flop_counter
 
 from avprompt.encoders import load_encoders
 from avprompt.registry import get_method
@@ -90,14 +90,17 @@ def test_clip_pass_trains_the_modules_only_and_costs_less(enc):
     for mode in ("segment", "clip"):
         torch.manual_seed(0)
         m = cls(enc, task, cls.default_config(audio_pass=mode))
-        with FlopCounterMode(display=False) as fc:
+        with flop_counter() as fc:
             fv, fa = m.embed(batch)
         flops[mode] = fc.get_total_flops()
         assert fv.shape[:2] == fa.shape[:2] == (1, T)
     (fv.pow(2).sum() + fa.pow(2).sum()).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.injections.parameters())
     assert all(p.grad is None for p in enc.parameters())
-    assert flops["clip"] < 0.6 * flops["segment"], flops
+    # the frozen audio blocks run once per clip instead of T times; DG-SCT's modules (V2A once per
+    # frame over the clip's tokens) and the vision tower do the same work: 2.04 -> 1.57 GFLOP here
+    # (FFT spectrogram counted; with the conv STFT it was 7.25 -> 2.09, the STFT dominating)
+    assert flops["clip"] < 0.85 * flops["segment"], flops
 
 
 def test_a_sweep_cell_runs_with_the_clip_pass(tiny_world, tmp_path, monkeypatch):

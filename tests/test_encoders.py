@@ -40,8 +40,10 @@ def test_hooks_see_every_point_and_can_change_tokens(tiny_encoders):
     def hook(i, point, t):
         seen.append((i, point))
         return t
-    base = v.encode(x)
-    assert torch.equal(v.encode(x, hook), base)
+    base = v.encode(x)  # class-token pooling: the last block for that token alone
+    got = v.encode(x, hook)
+    assert torch.equal(got, v.project(run_blocks(v.blocks, v.embed(x))))
+    assert torch.allclose(got, base, atol=1e-5)
     assert seen == [(i, p) for i in range(v.depth) for p in ("pre", "attn", "mlp")]
     changed = v.encode(x, lambda i, p, t: t * 1.5 if (i, p) == (0, "mlp") else t)
     assert not torch.allclose(changed, base)
@@ -132,3 +134,63 @@ def test_full_size_architectures_save_and_load_official_layout(tmp_path):
     assert torch.equal(again.vision.encode(x), v.encode(x))
     w = torch.randn(1, 48000) * 0.1
     assert torch.allclose(again.audio.encode(w), a.encode(w), atol=1e-5)
+
+
+def test_pooled_last_block_equals_the_full_block(tiny_encoders):
+    """Text EOT / class-token pooling computes the last block for one token: equal to the full block
+    at that token (causal text blocks of both libraries, the ViT), and really one token wide."""
+    from avprompt.encoders.hooks import pre_only, run_blocks_pooled
+    torch.manual_seed(1)
+    v = tiny_encoders.vision
+    for tower in (v.text, tiny_encoders.audio.text):
+        ids = tower.tokenize(["a red ball in the park", "dog", "a loud horn"])
+        x = tower.token_embeds(ids) + tower.positional[: ids.shape[1]]
+        eot = ids.argmax(-1)
+        blk = tower.blocks[-1]
+        full = blk(x)[torch.arange(3), eot]
+        assert torch.allclose(blk.pooled(x, eot)[:, 0], full, atol=1e-5)
+        # the causal mask row is each prompt's own: pooling at another position changes the result
+        assert not torch.allclose(blk.pooled(x, torch.zeros_like(eot))[:, 0], full, atol=1e-3)
+    x = v.embed(torch.randn(2, 3, v.image_size, v.image_size))
+    seen = []
+    h = v.blocks[-1].block.mlp.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
+    try:
+        pos = torch.zeros(2, dtype=torch.long)
+        def double_first(i, point, t):  # a "pre" hook that changes tokens, also at the last block
+            return t * 1.5 if (i, point) == (v.depth - 1, "pre") else t
+        got = run_blocks_pooled(v.blocks, x, pos, pre_only(double_first))
+    finally:
+        h.remove()
+    assert seen == [1]  # the last block's MLP saw the pooled token only
+    want = run_blocks(v.blocks, x, double_first)[:, :1]
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="acts inside blocks"):
+        run_blocks_pooled(v.blocks, x, pos, lambda i, p, t: t)
+
+
+def test_fft_spectrogram_matches_the_library_stft(tiny_encoders):
+    """``AudioTower.spectrogram`` (torch.stft) equals laion-clap's conv STFT and is at least as close
+    to a float64 FFT; an extractor of another kind runs as it is."""
+    a = tiny_encoders.audio
+    torch.manual_seed(2)
+    w = a.fit_length(0.1 * torch.randn(3, a.sample_rate))
+    spec = a.model.audio_branch.spectrogram_extractor
+    lib, ours = spec(w), a.spectrogram(w)
+    assert ours.shape == lib.shape
+    st = spec.stft
+    z = torch.stft(w.double(), st.n_fft, st.hop_length, window=st.conv_real.weight[0, 0].double(),
+                   center=st.center, pad_mode=st.pad_mode, return_complex=True)
+    ref = z.abs().pow(2).transpose(1, 2).unsqueeze(1)
+    peak = ref.max()
+    assert (ours.double() - ref).abs().max() / peak < 1e-5
+    assert (lib.double() - ref).abs().max() / peak < 1e-3
+    assert (ours.double() - ref).abs().max() <= (lib.double() - ref).abs().max()
+
+    class Other(torch.nn.Module):  # not torchlibrosa's layout: no fast path
+        def forward(self, x):
+            return x[:, None, :, None]
+    a.model.audio_branch.spectrogram_extractor = Other()
+    try:
+        assert torch.equal(a.spectrogram(w), w[:, None, :, None])
+    finally:
+        a.model.audio_branch.spectrogram_extractor = spec

@@ -49,3 +49,23 @@ def test_unknown_schedule_is_named():
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg)
     with pytest.raises(ValueError, match="schedule='linear'"):
         build_scheduler(opt, cfg, 3)
+
+
+def test_adam_uses_the_fused_kernel_with_the_same_update():
+    """Adam(W) run fused where it applies; the update equals the per-tensor loop's."""
+    torch.manual_seed(0)
+    for name in ("adam", "adamw"):
+        cfg = SimpleNamespace(optimizer=name, lr=1e-2, weight_decay=1e-3, momentum=0.9)
+        a = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(7))]
+        b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+        opt = build_optimizer([{"params": a}], cfg)
+        assert opt.defaults["fused"] is True
+        ref = (torch.optim.Adam if name == "adam" else torch.optim.AdamW)(b, lr=1e-2, weight_decay=1e-3, foreach=False)
+        for step in range(3):
+            for ps in (a, b):
+                for i, p in enumerate(ps):
+                    p.grad = torch.full_like(p, 0.1 * (i + 1) * (step + 1))
+            opt.step()
+            ref.step()
+        for p, q in zip(a, b):
+            assert torch.allclose(p, q, atol=1e-6)

@@ -35,6 +35,13 @@ class BlockRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.after(self.mlp(self.attn(x)))
 
+    def pooled(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The block's output at one token per row: x (N, L, C), pos (N,) -> (N, 1, C).
+
+        Equals ``self(x)[arange(N), pos]``; blocks whose tokens attend independently of each other's
+        outputs compute it for that token alone (``ClipBlockRunner``)."""
+        return self(x)[torch.arange(x.shape[0], device=x.device), pos].unsqueeze(1)
+
 
 class ClipBlockRunner(BlockRunner):
     """open_clip ``ResidualAttentionBlock`` (batch-first, layer scale ``ls_1``/``ls_2``)."""
@@ -54,6 +61,29 @@ class ClipBlockRunner(BlockRunner):
         b = self.block
         return x + b.ls_2(b.mlp(b.ln_2(x)))
 
+    def _attend(self, q, kv, mask):
+        """Multi-head attention of queries q (N, Q, C) over kv (N, L, C), both normalised."""
+        return self.block.attention(q_x=q, k_x=kv, v_x=kv, attn_mask=mask)
+
+    def pooled(self, x, pos):
+        """Only the token at ``pos`` is computed: its query attends over every token's key and value
+        (under the causal mask's row for it), then its MLP. A pooled tower's last block (the text EOT,
+        the ViT's class token) costs ~1/L of its MLP and output projection this way (an embedded
+        text tower's last block is a third of its work). Equal to the full block up to rounding
+        (``tests/test_encoders.py``)."""
+        n, L, _ = x.shape
+        rows = torch.arange(n, device=x.device)
+        h = self.block.ln_1(x)
+        mask = None
+        if self.attn_mask is not None:
+            m = self.attn_mask[:L, :L][pos]  # (N, L): each row's own mask row
+            heads = self.block.attn.num_heads
+            mask = m.repeat_interleave(heads, 0).unsqueeze(1)  # (N * heads, 1, L)
+        b = self.block
+        ls_1, ls_2 = getattr(b, "ls_1", nn.Identity()), getattr(b, "ls_2", nn.Identity())  # laion-clap: none
+        y = x[rows, pos].unsqueeze(1) + ls_1(self._attend(h[rows, pos].unsqueeze(1), h, mask))
+        return y + ls_2(b.mlp(b.ln_2(y)))
+
 
 class SeqFirstBlockRunner(ClipBlockRunner):
     """laion-clap text ``ResidualAttentionBlock``: sequence-first attention, no layer scale."""
@@ -67,6 +97,10 @@ class SeqFirstBlockRunner(ClipBlockRunner):
     def mlp(self, x):
         b = self.block
         return x + b.mlp(b.ln_2(x))
+
+    def _attend(self, q, kv, mask):
+        kv = kv.transpose(0, 1)
+        return self.block.attn(q.transpose(0, 1), kv, kv, need_weights=False, attn_mask=mask)[0].transpose(0, 1)
 
 
 class SwinBlockRunner(BlockRunner):

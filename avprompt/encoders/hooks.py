@@ -43,6 +43,27 @@ def run_blocks(blocks: Sequence[BlockRunner], x: torch.Tensor, hook: TowerHook |
     return x
 
 
+def pre_only(hook: TowerHook) -> TowerHook:
+    """Mark a tower hook that acts only at "pre" (returns x unchanged at "attn" and "mlp"): a
+    pooled tower may then compute its last block for the pooled token alone (``run_blocks_pooled``)."""
+    hook.pre_only = True
+    return hook
+
+
+def run_blocks_pooled(blocks: Sequence[BlockRunner], x: torch.Tensor, pos: torch.Tensor,
+                      hook: TowerHook | None = None) -> torch.Tensor:
+    """``run_blocks(blocks, x, hook)[arange(N), pos]`` as (N, 1, C), the last block computed for the
+    token at ``pos`` alone (``BlockRunner.pooled``). For towers whose output is one pooled token
+    (text EOT, ViT class token). A hook must be ``pre_only``: "attn"/"mlp" would see one token."""
+    if hook is not None and not getattr(hook, "pre_only", False):
+        raise ValueError("run_blocks_pooled: the hook acts inside blocks; use run_blocks")
+    x = run_blocks(blocks, x, hook, stop=len(blocks) - 1)
+    last = len(blocks) - 1
+    if hook is not None:
+        x = hook(last, "pre", x)
+    return blocks[last].pooled(x, pos)
+
+
 def pair_blocks(n_v: int, n_a: int) -> list[tuple[int, int]]:
     """Pairing rule for towers of different depths: one pair per block of the shallower tower.
 

