@@ -151,6 +151,18 @@ def test_pooled_last_block_equals_the_full_block(tiny_encoders):
         assert torch.allclose(blk.pooled(x, eot)[:, 0], full, atol=1e-5)
         # the causal mask row is each prompt's own: pooling at another position changes the result
         assert not torch.allclose(blk.pooled(x, torch.zeros_like(eot))[:, 0], full, atol=1e-3)
+        # the whole tower: padding after the last EOT is left out, the features are the full pass's
+        assert tower.causal
+        widths = []
+        h = tower.blocks[0].block.mlp.register_forward_pre_hook(lambda m, a: widths.append(a[0].shape[1]))
+        try:
+            got = tower.encode(ids)
+        finally:
+            h.remove()
+        assert widths == [int(eot.max()) + 1] < [ids.shape[1]]
+        p = tower.ln_final(run_blocks(tower.blocks, x))[torch.arange(3), eot]
+        want = tower.projection(p) if isinstance(tower.projection, torch.nn.Module) else p @ tower.projection
+        assert torch.allclose(got, want, atol=1e-5)
     x = v.embed(torch.randn(2, 3, v.image_size, v.image_size))
     seen = []
     h = v.blocks[-1].block.mlp.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))

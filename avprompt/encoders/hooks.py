@@ -45,7 +45,9 @@ def run_blocks(blocks: Sequence[BlockRunner], x: torch.Tensor, hook: TowerHook |
 
 def pre_only(hook: TowerHook) -> TowerHook:
     """Mark a tower hook that acts only at "pre" (returns x unchanged at "attn" and "mlp"): a
-    pooled tower may then compute its last block for the pooled token alone (``run_blocks_pooled``)."""
+    pooled tower may then compute its last block for the pooled token alone (``run_blocks_pooled``),
+    and a causal text tower may leave out the positions after the last EOT (the hook must take
+    any sequence length and keep token positions)."""
     hook.pre_only = True
     return hook
 
