@@ -132,3 +132,21 @@ def test_workspace_keeps_each_set_after_its_first_lookup(tiny_env, monkeypatch):
     assert lookups == ["v"] and torch.equal(part, first[:3])
     audio = ws.features("ave-cls", "a", recs)
     assert lookups == ["v", "a"] and audio.shape[:2] == first.shape[:2]
+
+
+def test_fingerprint_does_not_depend_on_the_thread_count():
+    """A sweep's workers run 1 torch thread, its parent 2: both must find the same cached features.
+    (Float64 sums of the shipped SynthAV vision tower's weights round differently with 1 and 2
+    threads; the fingerprint hashed them and the workers re-encoded what the parent had cached.)"""
+    from avprompt.engine import feature_cache as F
+    vision = load_encoders("synthav", modalities="v").vision
+    threads = torch.get_num_threads()
+    prints = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            F._FINGERPRINTS.clear()
+            prints.append(weights_fingerprint(vision))
+    finally:
+        torch.set_num_threads(threads)
+    assert prints[0] == prints[1]
