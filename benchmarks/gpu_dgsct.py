@@ -11,12 +11,14 @@ device's dense bf16 peak (table below; unknown devices print mfu null).
     python benchmarks/gpu_dgsct.py                 # the four configurations, < 5 minutes on an H100/H200
     python benchmarks/gpu_dgsct.py --steps 3 --batch 4
     python benchmarks/gpu_dgsct.py --device cpu --backbones tiny --batch 2   # a smoke run of the script
+    python benchmarks/gpu_dgsct.py --profile bf16  # where one configuration's step goes
 
 Without a CUDA GPU (and without ``--device cpu``) it exits with one line.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -69,31 +71,51 @@ def count_flops(model, batch) -> int:
     return fc.get_total_flops()
 
 
-def run_config(args, dtype: str, ckpt: bool, device, flops: int | None) -> dict:
+@contextlib.contextmanager
+def precision(dtype: str, device):
+    """fp32: plain fp32 (no TF32: the reference computation); bf16: the loop's own autocast."""
     import torch
 
     from avprompt.engine import loop
 
-    model, batch = build(args.backbones, args.batch, args.segments, ckpt, device)
     cuda = device.type == "cuda"
-    if dtype == "fp32" and cuda:
-        torch.backends.cuda.matmul.allow_tf32 = False  # plain fp32: the reference computation
-        torch.backends.cudnn.allow_tf32 = False
-    autocast = loop.autocast
+    saved = (loop.autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     if dtype == "fp32":
         loop.autocast = lambda dev: torch.autocast(dev.type, enabled=False)
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        loop.train(model, lambda e: [batch], None, 2, device)  # warm-up: kernels, allocator, Adam state
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        report = loop.train(model, lambda e: [batch] * args.steps, None, 1, device)
-        if cuda:
-            torch.cuda.synchronize()
-        step = (time.perf_counter() - t0) / report.steps
+        yield
     finally:
-        loop.autocast = autocast
+        loop.autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def timed_steps(model, batch, steps: int, device) -> float:
+    """Seconds per training step through the product's loop, after a 2-step warm-up (kernels,
+    allocator, Adam state); the peak-memory counter is reset after the warm-up."""
+    import torch
+
+    from avprompt.engine import loop
+
+    cuda = device.type == "cuda"
+    loop.train(model, lambda e: [batch], None, 2, device)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    report = loop.train(model, lambda e: [batch] * steps, None, 1, device)
+    if cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / report.steps
+
+
+def run_config(args, dtype: str, ckpt: bool, device, flops: int | None) -> dict:
+    import torch
+
+    model, batch = build(args.backbones, args.batch, args.segments, ckpt, device)
+    cuda = device.type == "cuda"
+    with precision(dtype, device):
+        step = timed_steps(model, batch, args.steps, device)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
     name = torch.cuda.get_device_name(0) if cuda else "cpu"
     bf16_peak = _peak(name) if cuda else None
@@ -108,6 +130,45 @@ def run_config(args, dtype: str, ckpt: bool, device, flops: int | None) -> dict:
     return out
 
 
+def profile_config(args, dtype: str, ckpt: bool, device, top: int = 12) -> dict:
+    """Where one configuration's step time goes (torch.profiler over ``args.steps`` steps): the
+    device's kernel time per step against the wall time (busy < 1: the GPU waits on the host, e.g.
+    on kernel launches), kernels per step, and the ops with the largest share of kernel time (on
+    CPU: of host self time)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from avprompt.engine import loop
+
+    model, batch = build(args.backbones, args.batch, args.segments, ckpt, device)
+    cuda = device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with precision(dtype, device):
+        timed_steps(model, batch, 1, device)  # warm-up outside the profile
+        with profile(activities=acts) as prof:
+            t0 = time.perf_counter()
+            report = loop.train(model, lambda e: [batch] * args.steps, None, 1, device)
+            if cuda:
+                torch.cuda.synchronize()
+            step = (time.perf_counter() - t0) / report.steps
+    field = "self_device_time_total" if cuda else "self_cpu_time_total"
+    # host-side ops only, each with the device time of the kernels it launched itself (the kernels
+    # are listed as events of their own too: counting both would count each microsecond twice)
+    ops = [e for e in prof.key_averages()
+           if e.device_type == torch.autograd.DeviceType.CPU and getattr(e, field, 0) > 0]
+    if cuda:
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy_us = sum(e.self_device_time_total for e in kernels)
+    else:
+        kernels, busy_us = [], sum(getattr(e, field) for e in ops if not e.key.startswith("ProfilerStep"))
+    total = sum(getattr(e, field) for e in ops) or 1.0
+    ops.sort(key=lambda e: -getattr(e, field))
+    return {"profile": f"{dtype}{' + checkpointing' if ckpt else ''}", "batch": args.batch,
+            "step_s": round(step, 4), "device_busy_s_per_step": round(busy_us / 1e6 / report.steps, 4) if cuda else None,
+            "kernels_per_step": round(len(kernels) / report.steps) if cuda else None,
+            "top": [[e.key[:70], round(getattr(e, field) / total, 3)] for e in ops[:top]]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbones", default="clip=ViT-B-16,clap=HTSAT-base")
@@ -115,6 +176,9 @@ def main(argv=None) -> int:
     p.add_argument("--segments", type=int, default=10)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--profile", choices=["fp32", "bf16", "fp32+ckpt", "bf16+ckpt"],
+                   help="profile this one configuration instead (one JSON line: device busy time, "
+                        "kernels per step, the ops' shares of it)")
     args = p.parse_args(argv)
     import torch
 
@@ -124,6 +188,10 @@ def main(argv=None) -> int:
               "(benchmarks/bench_dgsct.py measures the CPU)", file=sys.stderr)
         return 2
     device = torch.device(args.device)
+    if args.profile:
+        dtype, _, ckpt = args.profile.partition("+")
+        print(json.dumps(profile_config(args, dtype, bool(ckpt), device)), flush=True)
+        return 0
     model, batch = build(args.backbones, args.batch, args.segments, False, device)
     try:
         flops = count_flops(model, batch)

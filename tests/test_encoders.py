@@ -206,3 +206,17 @@ def test_fft_spectrogram_matches_the_library_stft(tiny_encoders):
         assert torch.equal(a.spectrogram(w), w[:, None, :, None])
     finally:
         a.model.audio_branch.spectrogram_extractor = spec
+
+
+def test_text_blocks_follow_the_model_across_to():
+    """``.to(device)`` replaces a module's buffers: the text blocks must read the causal mask the
+    model holds now, not the tensor it held when the tower was built (on a GPU that stale mask
+    stayed on the CPU and attention refused it). The dtype stands in for the device here."""
+    enc = load_encoders("tiny")
+    for tower in (enc.vision, enc.audio):
+        tower.model.to(torch.float64)
+        for runner in tower.text.blocks:
+            assert runner.attn_mask is tower.model.attn_mask
+            assert runner.attn_mask.dtype == torch.float64
+        ids = tower.text.tokenize(["a red circle"])
+        assert tower.text.encode(ids).dtype == torch.float64

@@ -46,9 +46,15 @@ class BlockRunner:
 class ClipBlockRunner(BlockRunner):
     """open_clip ``ResidualAttentionBlock`` (batch-first, layer scale ``ls_1``/``ls_2``)."""
 
-    def __init__(self, block, width, grid=None, attn_mask: torch.Tensor | None = None):
+    def __init__(self, block, width, grid=None, mask_owner: nn.Module | None = None):
         super().__init__(block, width, grid)
-        self.attn_mask = attn_mask
+        self.mask_owner = mask_owner  # the model whose ``attn_mask`` buffer is the causal mask
+
+    @property
+    def attn_mask(self) -> torch.Tensor | None:
+        """The owner's mask as it is now: ``.to(device)`` replaces a module's buffers, so a
+        reference kept from construction would stay on the CPU."""
+        return None if self.mask_owner is None else self.mask_owner.attn_mask
 
     def attn(self, x):
         b = self.block

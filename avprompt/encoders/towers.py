@@ -76,7 +76,7 @@ class VisionTower(FrozenTower):
         self.blocks = [ClipBlockRunner(b, visual.transformer.width, self.grid)
                        for b in visual.transformer.resblocks]
         self.text = TextTower(tokenizer, model.token_embedding, model.positional_embedding,
-                              [ClipBlockRunner(b, model.transformer.width, None, model.attn_mask)
+                              [ClipBlockRunner(b, model.transformer.width, None, model)
                                for b in model.transformer.resblocks],
                               model.ln_final, model.text_projection, self.embed_dim)
 
@@ -145,7 +145,7 @@ class AudioTower(FrozenTower):
                                                    layer.downsample if last else None))
         if model.text_branch_type == "transformer":
             self.text = TextTower(tokenizer, model.token_embedding, model.positional_embedding,
-                                  [SeqFirstBlockRunner(b, model.text_branch.width, None, model.attn_mask)
+                                  [SeqFirstBlockRunner(b, model.text_branch.width, None, model)
                                    for b in model.text_branch.resblocks],
                                   model.ln_final, model.text_projection, self.embed_dim)
         else:
