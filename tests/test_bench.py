@@ -186,6 +186,25 @@ def test_auto_jobs_and_longest_cells_first():
     assert [(p.method, p.shots) for p in order] == [("dg-sct", 16), ("dg-sct", 1), ("linear-probe", 16)]
 
 
+def _native_threads_after_init():
+    from avprompt.engine.executors import _init_worker
+    _init_worker(1)
+    import scipy.linalg  # noqa: F401  (scipy's own BLAS, loaded after the worker started)
+    from threadpoolctl import threadpool_info
+    return [(i["internal_api"], i["num_threads"]) for i in threadpool_info()]
+
+
+def test_worker_processes_run_one_native_thread_each():
+    """A sweep's worker runs its BLAS/OpenMP pools (numpy, scipy, sklearn) with the threads it
+    was given, like torch: by default each pool takes every core, and two workers on 2 cores ran
+    four spinning BLAS threads. Checked in a spawned process, as the sweep's workers are."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        pools = pool.submit(_native_threads_after_init).result(timeout=120)
+    assert pools and all(n == 1 for _, n in pools), pools
+
+
 def test_estimate_follows_each_methods_cost_and_the_setup_is_counted():
     """The printed estimate adds the setup already spent, feature encoding, cells and summary;
     a cell's cost is its method's declared (fixed, per clip x epoch x lr candidate)."""

@@ -54,6 +54,15 @@ def test_decode_picks_segment_centre_frames(ave_root):
     assert 0.2 < np.abs(wave).max() < 0.4  # the 0.3 sine survived resampling
 
 
+def test_decoding_threads_do_not_change_the_arrays(ave_root):
+    """Workers of ``prepare`` decode with one thread each (threads=1); FFmpeg's own choice
+    (threads=0) must give the same frames and wave, or the cache would depend on --workers."""
+    for name in (GOOD, TWICE):
+        auto = decode_clip(ave_root / "AVE" / f"{name}.mp4", SIZE, SR, threads=0)
+        one = decode_clip(ave_root / "AVE" / f"{name}.mp4", SIZE, SR, threads=1)
+        assert np.array_equal(auto[0], one[0]) and np.array_equal(auto[1], one[1]) and auto[2] == one[2]
+
+
 def test_transform_matches_open_clip():
     import open_clip
 

@@ -112,8 +112,11 @@ def _format_notes(src_rate: int | None, channels: int, size: tuple[int, int] | N
     return notes
 
 
-def decode_video(path: str | Path, image_size: int, sample_rate: int):
-    """mp4 -> (frames uint8 (10, S, S, 3), wave float32 (10 * sr,), notes list[str])."""
+def decode_video(path: str | Path, image_size: int, sample_rate: int, threads: int = 0):
+    """mp4 -> (frames uint8 (10, S, S, 3), wave float32 (10 * sr,), notes list[str]).
+
+    ``threads``: the decoder's and the pixel converter's threads, 0 = FFmpeg's choice (one per
+    core); callers that run a process per core pass 1. The output does not depend on it."""
     import av
 
     path = Path(path)
@@ -130,7 +133,10 @@ def decode_video(path: str | Path, image_size: int, sample_rate: int):
             if not c.streams.video:
                 raise MediaError("no video stream")
             vs = c.streams.video[0]
-            vs.thread_type = "AUTO"
+            if threads == 1:
+                vs.codec_context.thread_count = 1
+            else:
+                vs.thread_type = "AUTO"
             streams = [vs] + ([c.streams.audio[0]] if c.streams.audio else [])
             if len(streams) == 1:
                 notes.append("no audio stream: silence")
@@ -163,7 +169,8 @@ def decode_video(path: str | Path, image_size: int, sample_rate: int):
             src_rate = audio_frames[0].sample_rate if audio_frames else None
             channels = len(audio_frames[0].layout.channels) if audio_frames else 1
             wave = _resample_frames(audio_frames, sample_rate)
-            frames = np.stack([transform_image(f.to_image(), image_size) for f in best])
+            frames = np.stack([transform_image(Image.fromarray(
+                f.reformat(format="rgb24", threads=threads).to_ndarray()), image_size) for f in best])
     except MediaError:
         raise
     except (av.FFmpegError, OSError, ValueError) as e:  # corrupt/truncated containers
@@ -224,8 +231,9 @@ def decode_pre_extracted(frames_dir: str | Path, image_size: int, sample_rate: i
     return frames, fit_length(wave, NUM_SEGMENTS * sample_rate), notes
 
 
-def decode_clip(media: str | Path, image_size: int = 224, sample_rate: int = 48000):
-    """Decode an mp4 or a pre-extracted frames folder; raises ``MediaError`` with the reason."""
+def decode_clip(media: str | Path, image_size: int = 224, sample_rate: int = 48000, threads: int = 0):
+    """Decode an mp4 or a pre-extracted frames folder; raises ``MediaError`` with the reason.
+    ``threads``: as in ``decode_video``."""
     if Path(media).is_dir():
         return decode_pre_extracted(media, image_size, sample_rate)
-    return decode_video(media, image_size, sample_rate)
+    return decode_video(media, image_size, sample_rate, threads)

@@ -52,12 +52,17 @@ def pre_only(hook: TowerHook) -> TowerHook:
     return hook
 
 
+def acts_before_blocks_only(hook: TowerHook | None) -> bool:
+    """No hook, or one marked ``pre_only``: the towers' shortcuts for pooled outputs apply."""
+    return hook is None or getattr(hook, "pre_only", False)
+
+
 def run_blocks_pooled(blocks: Sequence[BlockRunner], x: torch.Tensor, pos: torch.Tensor,
                       hook: TowerHook | None = None) -> torch.Tensor:
     """``run_blocks(blocks, x, hook)[arange(N), pos]`` as (N, 1, C), the last block computed for the
     token at ``pos`` alone (``BlockRunner.pooled``). For towers whose output is one pooled token
     (text EOT, ViT class token). A hook must be ``pre_only``: "attn"/"mlp" would see one token."""
-    if hook is not None and not getattr(hook, "pre_only", False):
+    if not acts_before_blocks_only(hook):
         raise ValueError("run_blocks_pooled: the hook acts inside blocks; use run_blocks")
     x = run_blocks(blocks, x, hook, stop=len(blocks) - 1)
     last = len(blocks) - 1

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from avprompt.encoders.blocks import BlockRunner
-from avprompt.encoders.hooks import TowerHook, run_blocks, run_blocks_pooled
+from avprompt.encoders.hooks import TowerHook, acts_before_blocks_only, run_blocks, run_blocks_pooled
 
 
 class TextTower:
@@ -76,13 +76,13 @@ class TextTower:
         the last block computes the EOT token alone (``run_blocks_pooled``). A prompt of 11 of 16
         tokens thus costs 11/16 of the blocks, and of CLIP's 77 tokens a 10-token prompt 10/77."""
         eot = ids.argmax(dim=-1)
-        if hook is None or getattr(hook, "pre_only", False):
-            if self.causal:
-                x = x[:, : int(eot.max()) + 1]
-            x = x + self.positional[: x.shape[1]].to(x.dtype)
+        shortcut = acts_before_blocks_only(hook)
+        if shortcut and self.causal:
+            x = x[:, : int(eot.max()) + 1]
+        x = x + self.positional[: x.shape[1]].to(x.dtype)
+        if shortcut:
             pooled = self.ln_final(run_blocks_pooled(self.blocks, x, eot, hook))[:, 0]
         else:
-            x = x + self.positional[: x.shape[1]].to(x.dtype)
             x = self.ln_final(run_blocks(self.blocks, x, hook))
             pooled = x[torch.arange(x.shape[0], device=x.device), eot]
         if isinstance(self.projection, nn.Module):

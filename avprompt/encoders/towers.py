@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avprompt.encoders.blocks import ClipBlockRunner, SeqFirstBlockRunner, SwinBlockRunner
-from avprompt.encoders.hooks import TowerHook, run_blocks, run_blocks_pooled
+from avprompt.encoders.hooks import TowerHook, acts_before_blocks_only, run_blocks, run_blocks_pooled
 from avprompt.encoders.text import HFTextTower, TextTower
 
 
@@ -52,7 +52,7 @@ class FrozenTower(nn.Module):
         reads one token computes its last block for that token alone (``run_blocks_pooled``)
         unless the hook acts inside blocks."""
         tokens = self.embed(x)
-        if self.pooled_token is not None and (hook is None or getattr(hook, "pre_only", False)):
+        if self.pooled_token is not None and acts_before_blocks_only(hook):
             pos = torch.full((tokens.shape[0],), self.pooled_token, dtype=torch.long, device=tokens.device)
             return self.project(run_blocks_pooled(self.blocks, tokens, pos, hook))
         return self.project(run_blocks(self.blocks, tokens, hook))

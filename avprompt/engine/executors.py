@@ -65,9 +65,28 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
         return False
 
 
-def _init_worker(threads: int, parent: int | None = None) -> None:
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_native_threads(threads: int) -> None:
+    """``threads`` for torch and for the BLAS/OpenMP pools of numpy, scipy and scikit-learn in
+    this process: those loaded already (threadpoolctl) and those loaded later (the variables,
+    unless the user set them). By default each pool takes every core, so two worker processes
+    on 2 cores ran four spinning BLAS threads: the default sweep's linear-probe, Tip-Adapter-F
+    and CLIP-Adapter cells took 2.6 min instead of 1.6, with the same results."""
     import torch
     torch.set_num_threads(threads)
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, str(threads))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn's dependency; without it the variables still apply to later loads
+        return
+    threadpool_limits(limits=threads)
+
+
+def _init_worker(threads: int, parent: int | None = None) -> None:
+    limit_native_threads(threads)
     keep_freed_memory()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if parent is not None:

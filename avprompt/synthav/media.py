@@ -70,8 +70,10 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int = FPS,
                                  options={"aac_coder": "fast"})
         a.bit_rate = 32000  # plenty for 16 kHz mono tones; the default doubles the file size
         for i, img in enumerate(frames):
+            # swscale's own threads (its default is one per core) only contend with the world's
+            # worker processes on a small machine: one thread, the same bytes (tested), 1.3x faster
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(
-                format="yuv444p")
+                format="yuv444p", threads=1)
             frame.pts = i
             container.mux(v.encode(frame))
         container.mux(v.encode())
