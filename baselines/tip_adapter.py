@@ -137,7 +137,7 @@ class TipAdapter(ZeroShotBase):
     #: ``fit`` builds the cache and searches alpha/beta; nothing is trained by gradient descent.
     kind = "fit"
     runs_on = "features"
-    cost_seconds = (0.25, 0.00031)  # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit)
+    cost_seconds = (0.27, 0.0012)  # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit)
     learn_keys: ClassVar[bool] = False
 
     def __init__(self, encoders, task, config: TipAdapterConfig):
@@ -359,7 +359,7 @@ class TipAdapterF(TipAdapter):
     description = "Tip-Adapter-F: Tip-Adapter with the cache keys fine-tuned (AdamW, 20 epochs)"
     config_class = TipAdapterFConfig
     kind = "fit-then-train"  # fit builds the cache, then the engine fine-tunes the keys
-    cost_seconds = (0.35, 0.00015)  # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit)
+    cost_seconds = (0.52, 0.00011)  # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit)
     learn_keys: ClassVar[bool] = True
 
     def fit(self, train_features: dict, val_features: dict | None, score: Callable | None = None) -> dict:

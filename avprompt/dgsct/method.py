@@ -203,7 +203,7 @@ class DGSCT(Method):
     kind = "train"
     runs_on = "network"  # it changes the encoders' internal tokens
     audio_passes = ("segment", "clip")  # clip: per-span guidance (``DGSCTPair``)
-    cost_seconds = (32.41, 0.13)  # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit)
+    cost_seconds = (30.7, 0.13)  # embedded towers, 1 thread (benchmarks/sweep_profile.py --fit)
     carried_at_transfer = ("alpha", "beta", "gamma", "fusion")  # zero-shot evaluates as it pre-trained
     reference_overrides = {"preset": "reference"}  # the released code, for ``methods --params``
 
