@@ -72,7 +72,7 @@ def worker(spec: str, segments: int, batch: int, steps: int, device: str, bf16: 
     import torch
 
     import avprompt  # noqa: F401
-    from gpu_dgsct import build  # the same model and batch as the GPU script
+    from gpu_dgsct import build, timed  # the same model, batch and timed steps as the GPU script
 
     torch.set_num_threads(threads)
     from avprompt.engine.executors import keep_freed_memory
@@ -92,11 +92,7 @@ def worker(spec: str, segments: int, batch: int, steps: int, device: str, bf16: 
     # the product's own training loop (Adam 3e-4, clipping 0.5 from DG-SCT's config), one batch
     # per step; a first call warms up kernels, the allocator and Adam's state
     loop.train(model, lambda e: [b], None, 1, torch.device(device))
-    t0 = time.perf_counter()
-    report = loop.train(model, lambda e: [b] * steps, None, 1, torch.device(device))
-    if cuda:
-        torch.cuda.synchronize()
-    step_s = (time.perf_counter() - t0) / report.steps
+    step_s = timed(model, b, steps, torch.device(device))
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else sampler.stop()
     params = model.trainable_parameters()
     return {"step_s": step_s, "peak_mib": peak,

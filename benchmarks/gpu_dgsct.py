@@ -90,21 +90,27 @@ def precision(dtype: str, device):
         loop.autocast, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def timed_steps(model, batch, steps: int, device) -> float:
-    """Seconds per training step through the product's loop, after a 2-step warm-up (kernels,
-    allocator, Adam state); the peak-memory counter is reset after the warm-up."""
+def warm_up(model, batch, device) -> None:
+    """Two training steps (kernels, allocator, Adam state); then the peak-memory counter is reset."""
     import torch
 
     from avprompt.engine import loop
 
-    cuda = device.type == "cuda"
     loop.train(model, lambda e: [batch], None, 2, device)
-    if cuda:
+    if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+
+
+def timed(model, batch, steps: int, device) -> float:
+    """Seconds per training step through the product's loop, over ``steps`` steps."""
+    import torch
+
+    from avprompt.engine import loop
+
     t0 = time.perf_counter()
     report = loop.train(model, lambda e: [batch] * steps, None, 1, device)
-    if cuda:
+    if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - t0) / report.steps
 
@@ -115,7 +121,8 @@ def run_config(args, dtype: str, ckpt: bool, device, flops: int | None) -> dict:
     model, batch = build(args.backbones, args.batch, args.segments, ckpt, device)
     cuda = device.type == "cuda"
     with precision(dtype, device):
-        step = timed_steps(model, batch, args.steps, device)
+        warm_up(model, batch, device)
+        step = timed(model, batch, args.steps, device)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
     name = torch.cuda.get_device_name(0) if cuda else "cpu"
     bf16_peak = _peak(name) if cuda else None
@@ -138,34 +145,26 @@ def profile_config(args, dtype: str, ckpt: bool, device, top: int = 12) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from avprompt.engine import loop
-
     model, batch = build(args.backbones, args.batch, args.segments, ckpt, device)
     cuda = device.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with precision(dtype, device):
-        timed_steps(model, batch, 1, device)  # warm-up outside the profile
+        warm_up(model, batch, device)  # outside the profile
         with profile(activities=acts) as prof:
-            t0 = time.perf_counter()
-            report = loop.train(model, lambda e: [batch] * args.steps, None, 1, device)
-            if cuda:
-                torch.cuda.synchronize()
-            step = (time.perf_counter() - t0) / report.steps
+            step = timed(model, batch, args.steps, device)
     field = "self_device_time_total" if cuda else "self_cpu_time_total"
     # host-side ops only, each with the device time of the kernels it launched itself (the kernels
     # are listed as events of their own too: counting both would count each microsecond twice)
     ops = [e for e in prof.key_averages()
            if e.device_type == torch.autograd.DeviceType.CPU and getattr(e, field, 0) > 0]
-    if cuda:
-        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-        busy_us = sum(e.self_device_time_total for e in kernels)
-    else:
-        kernels, busy_us = [], sum(getattr(e, field) for e in ops if not e.key.startswith("ProfilerStep"))
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy_s = sum(e.self_device_time_total for e in kernels) / 1e6
     total = sum(getattr(e, field) for e in ops) or 1.0
     ops.sort(key=lambda e: -getattr(e, field))
     return {"profile": f"{dtype}{' + checkpointing' if ckpt else ''}", "batch": args.batch,
-            "step_s": round(step, 4), "device_busy_s_per_step": round(busy_us / 1e6 / report.steps, 4) if cuda else None,
-            "kernels_per_step": round(len(kernels) / report.steps) if cuda else None,
+            "step_s": round(step, 4),
+            "device_busy_s_per_step": round(busy_s / args.steps, 4) if cuda else None,
+            "kernels_per_step": round(len(kernels) / args.steps) if cuda else None,
             "top": [[e.key[:70], round(getattr(e, field) / total, 3)] for e in ops[:top]]}
 
 
